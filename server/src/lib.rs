@@ -1,0 +1,131 @@
+//! one2one-server: web client over HTTPS, the `/one2one` signaling
+//! WebSocket, and each call's media relayed back to back.
+//!
+//! Layout (see ARCHITECTURE.md at the repository root):
+//! - [`signaling`]: the pure registry and call state machine;
+//! - [`hub`]: the one task that drives it;
+//! - [`ws`]: WebSocket frames in and out;
+//! - [`media`]: the media boundary and the embedded WebRTC relay;
+//! - [`http`]: routes, static files, health and metrics;
+//! - [`tls`]: certificates and the TLS listener.
+
+pub mod http;
+pub mod hub;
+pub mod media;
+pub mod metrics;
+pub mod signaling;
+pub mod tls;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::hub::HubHandle;
+use crate::media::MediaBackend;
+use crate::media::relay::{RelayBackend, RelayConfig};
+use crate::metrics::Metrics;
+use crate::signaling::Signaling;
+use crate::ws::WsLimits;
+
+/// What the HTTP side shares.
+pub struct AppState {
+    pub hub: HubHandle,
+    pub metrics: Arc<Metrics>,
+    pub limits: WsLimits,
+    /// `{"iceServers":[...]}` for the web client.
+    pub client_config: String,
+}
+
+/// Everything `run` needs; `main` fills it from the command line.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub signaling: signaling::Config,
+    pub limits: WsLimits,
+    pub relay: RelayConfig,
+    /// ICE servers handed to web clients (and used by the relay).
+    pub ice_servers: Vec<IceServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub hub: HubHandle,
+    pub metrics: Arc<Metrics>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Tells every user, releases every call, closes every socket.
+    pub async fn shutdown(self) {
+        self.hub.shutdown().await;
+        self.task.abort();
+    }
+}
+
+/// How the listener speaks.
+pub enum Transport {
+    Http,
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// Binds nothing itself: serves on `listener` until [`Server::shutdown`].
+pub async fn start(
+    listener: TcpListener,
+    transport: Transport,
+    config: ServerConfig,
+) -> anyhow::Result<Server> {
+    let addr = listener.local_addr().context("listener address")?;
+    let metrics = Arc::new(Metrics::default());
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut relay_cfg = config.relay.clone();
+    relay_cfg.ice_servers = config.ice_servers.clone();
+    let backend: Arc<dyn MediaBackend> =
+        Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone()));
+    let hub = hub::spawn(
+        Signaling::new(config.signaling.clone()),
+        backend,
+        metrics.clone(),
+    );
+    hub::spawn_media_pump(events_rx, hub.clone());
+    let client_config = serde_json::json!({ "iceServers": config.ice_servers }).to_string();
+    let state = Arc::new(AppState {
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        limits: config.limits.clone(),
+        client_config,
+    });
+    let router = http::router(state);
+    let task = match transport {
+        Transport::Http => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }),
+        Transport::Tls(tls) => {
+            let listener = tls::TlsListener::new(listener, tls);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "HTTPS server stopped");
+                }
+            })
+        }
+    };
+    Ok(Server {
+        addr,
+        hub,
+        metrics,
+        task,
+    })
+}

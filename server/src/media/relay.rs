@@ -1,0 +1,915 @@
+//! The embedded back-to-back WebRTC relay (the `webrtc` crate).
+//!
+//! Each call has two peer connections on the server, one per user ("leg").
+//! Each user's offer is answered on its own leg, exactly as KMS does. RTP
+//! that arrives on one leg is forwarded, undecoded, to the other leg's
+//! outgoing track of the same kind: only the SSRC and payload type are
+//! rewritten and header extensions are dropped (their ids are per leg).
+//! Keyframe requests (PLI/FIR) that a receiver sends on its leg become a PLI
+//! towards the sender on the other leg. NACKs are answered per hop from the
+//! send cache of the default interceptors, and each leg NACKs its own
+//! sender, so loss on either hop is repaired where it happens.
+//!
+//! Both legs are built with the same single video codec (VP8, or H.264 when
+//! both offers have it and VP8 is missing on one side) so that no
+//! transcoding is ever needed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use shared_proto::IceCandidate;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+use webrtc::runtime::{Runtime, TokioRuntime};
+
+use super::{CallId, EventSink, Leg, MediaBackend, MediaCmd, MediaEvent};
+use crate::IceServer;
+use crate::metrics::Metrics;
+
+/// Which UDP ports media legs bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortPolicy {
+    /// Any free port.
+    #[default]
+    Ephemeral,
+    /// One port per leg from LOW..=HIGH.
+    Range(u16, u16),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    pub ports: PortPolicy,
+    /// Local addresses to gather on; empty = every non-loopback interface.
+    pub media_ips: Vec<IpAddr>,
+    /// Addresses advertised instead of the local ones (1:1 NAT).
+    pub public_ips: Vec<IpAddr>,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The video codec both legs of a call use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+impl VideoCodec {
+    /// VP8 when both offers have it, else H.264 when both have that.
+    pub fn choose(offers: [&str; 2]) -> Option<VideoCodec> {
+        let has = |sdp: &str, name: &str| {
+            sdp.lines().any(|l| {
+                l.starts_with("a=rtpmap:")
+                    && l.to_ascii_uppercase().contains(&format!(" {name}/90000"))
+            })
+        };
+        if offers.iter().all(|o| has(o, "VP8")) {
+            Some(VideoCodec::Vp8)
+        } else if offers.iter().all(|o| has(o, "H264")) {
+            Some(VideoCodec::H264)
+        } else {
+            None
+        }
+    }
+    fn mime(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "video/VP8",
+            VideoCodec::H264 => "video/H264",
+        }
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(t, p)| RTCPFeedback {
+        typ: t.into(),
+        parameter: p.into(),
+    })
+    .collect()
+}
+
+fn codec(
+    mime: &str,
+    clock_rate: u32,
+    channels: u16,
+    fmtp: &str,
+    fb: Vec<RTCPFeedback>,
+    pt: u8,
+) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: fb,
+        },
+        payload_type: pt,
+    }
+}
+
+/// Opus plus exactly one video codec (with its RTX), for one leg.
+pub fn media_engine(video: VideoCodec) -> webrtc::error::Result<MediaEngine> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        codec(
+            "audio/opus",
+            48000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+            111,
+        ),
+        RtpCodecKind::Audio,
+    )?;
+    let rtx = |pt: u8, apt: u8| codec("video/rtx", 90000, 0, &format!("apt={apt}"), vec![], pt);
+    match video {
+        VideoCodec::Vp8 => {
+            me.register_codec(
+                codec("video/VP8", 90000, 0, "", video_feedback(), 96),
+                RtpCodecKind::Video,
+            )?;
+            me.register_codec(rtx(97, 96), RtpCodecKind::Video)?;
+        }
+        VideoCodec::H264 => {
+            for (pt, rtx_pt, fmtp) in [
+                (
+                    102,
+                    103,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+                ),
+                (
+                    125,
+                    107,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                ),
+                (
+                    108,
+                    109,
+                    "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
+                ),
+            ] {
+                me.register_codec(
+                    codec("video/H264", 90000, 0, fmtp, video_feedback(), pt),
+                    RtpCodecKind::Video,
+                )?;
+                me.register_codec(rtx(rtx_pt, pt), RtpCodecKind::Video)?;
+            }
+        }
+    }
+    Ok(me)
+}
+
+/// The default interceptors (NACK both ways, RTCP reports, TWCC feedback)
+/// plus one that hands keyframe requests to the application.
+pub fn interceptors(me: &mut MediaEngine) -> webrtc::error::Result<Registry> {
+    Ok(register_default_interceptors(Registry::new(), me)?
+        .with(Slot::from(14_000), KeyframeRequests::default()))
+}
+
+/// Marks PLI and FIR for delivery to the application, one packet per
+/// request so that each is routed by its own media SSRC. Other RTCP was
+/// already consumed by the interceptors before this one.
+#[derive(Default)]
+pub struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(pkts) = &msg.message.packet {
+            for p in pkts.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                let mut message = msg.message.clone();
+                message.packet = Packet::Rtcp(vec![p.clone()]);
+                message.add(Attribute::DeliverToApplication);
+                self.read.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: msg.transport,
+                    message,
+                });
+            }
+            return Ok(());
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+/// Free ports of a `--udp-port-range`.
+#[derive(Debug, Default)]
+struct PortPool {
+    range: Option<(u16, u16)>,
+    used: HashSet<u16>,
+    next: u16,
+}
+
+impl PortPool {
+    fn alloc(&mut self, ips: &[IpAddr]) -> Result<Option<u16>, String> {
+        let Some((lo, hi)) = self.range else {
+            return Ok(None);
+        };
+        let span = u32::from(hi - lo) + 1;
+        for i in 0..span {
+            let port = lo + ((u32::from(self.next) + i) % span) as u16;
+            if self.used.contains(&port) {
+                continue;
+            }
+            let free = if ips.is_empty() {
+                std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            } else {
+                ips.iter()
+                    .all(|ip| std::net::UdpSocket::bind((*ip, port)).is_ok())
+            };
+            if free {
+                self.used.insert(port);
+                self.next = ((u32::from(port - lo) + 1) % span) as u16;
+                return Ok(Some(port));
+            }
+        }
+        Err(format!("no free UDP port left in {lo}-{hi}"))
+    }
+    fn free(&mut self, port: Option<u16>) {
+        if let Some(p) = port {
+            self.used.remove(&p);
+        }
+    }
+}
+
+struct Shared {
+    cfg: RelayConfig,
+    events: EventSink,
+    metrics: Arc<Metrics>,
+    runtime: Arc<dyn Runtime>,
+    ports: Mutex<PortPool>,
+    calls: Mutex<HashMap<CallId, (mpsc::UnboundedSender<MediaCmd>, tokio::task::JoinHandle<()>)>>,
+}
+
+pub struct RelayBackend {
+    shared: Arc<Shared>,
+}
+
+impl RelayBackend {
+    pub fn new(cfg: RelayConfig, events: EventSink, metrics: Arc<Metrics>) -> Self {
+        let range = match cfg.ports {
+            PortPolicy::Ephemeral => None,
+            PortPolicy::Range(lo, hi) => Some((lo, hi)),
+        };
+        let shared = Shared {
+            cfg,
+            events,
+            metrics,
+            runtime: Arc::new(TokioRuntime),
+            ports: Mutex::new(PortPool {
+                range,
+                ..Default::default()
+            }),
+            calls: Mutex::new(HashMap::new()),
+        };
+        RelayBackend {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks is a bug elsewhere;
+    // the data (maps of handles) stays usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MediaBackend for RelayBackend {
+    fn submit(&self, cmd: MediaCmd) {
+        let mut calls = lock(&self.shared.calls);
+        match cmd {
+            MediaCmd::Start { call, .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(cmd);
+                let task = tokio::spawn(run_call(self.shared.clone(), call, rx));
+                calls.insert(call, (tx, task));
+            }
+            MediaCmd::AddCandidate { call, .. } => {
+                if let Some((tx, _)) = calls.get(&call) {
+                    let _ = tx.send(cmd);
+                }
+            }
+            MediaCmd::Release { call } => {
+                if let Some((tx, _)) = calls.remove(&call) {
+                    let _ = tx.send(cmd);
+                }
+            }
+        }
+    }
+
+    fn shutdown(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        let all: Vec<_> = lock(&self.shared.calls).drain().collect();
+        async move {
+            let mut tasks = Vec::new();
+            for (call, (tx, task)) in all {
+                let _ = tx.send(MediaCmd::Release { call });
+                tasks.push(task);
+            }
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// What the forwarding tasks of one leg need of the other.
+struct LegIo {
+    audio_out: Arc<TrackLocalStaticRTP>,
+    video_out: Arc<TrackLocalStaticRTP>,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+    audio_pt: u8,
+    video_pt: u8,
+    /// The user's video as it arrives, for sending keyframe requests to it.
+    remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+}
+
+struct CallIo {
+    legs: [LegIo; 2],
+    metrics: Arc<Metrics>,
+}
+
+fn idx(leg: Leg) -> usize {
+    match leg {
+        Leg::Caller => 0,
+        Leg::Callee => 1,
+    }
+}
+
+impl CallIo {
+    /// Asks the user on `leg` for a key frame.
+    async fn request_keyframe(&self, leg: Leg) {
+        let remote = lock(&self.legs[idx(leg)].remote_video).clone();
+        if let Some((track, ssrc)) = remote {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        }
+    }
+}
+
+struct LegHandler {
+    call: CallId,
+    leg: Leg,
+    mid: String,
+    public_ips: Vec<IpAddr>,
+    events: EventSink,
+    io: Arc<OnceLock<Arc<CallIo>>>,
+    runtime: Arc<dyn Runtime>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for LegHandler {
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        let Ok(init) = ev.candidate.to_json() else {
+            return;
+        };
+        let line = advertise(&init.candidate, &self.public_ips);
+        let candidate = IceCandidate::new(line, Some(self.mid.clone()), Some(0));
+        let _ = self.events.send(MediaEvent::Candidate {
+            call: self.call,
+            leg: self.leg,
+            candidate,
+        });
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(call = %self.call, leg = ?self.leg, ?state, "leg state");
+        match state {
+            RTCPeerConnectionState::Connected => {
+                // A receiver that just arrived needs a key frame from the other side.
+                if let Some(io) = self.io.get().cloned() {
+                    let other = self.leg.other();
+                    self.runtime
+                        .spawn(Box::pin(async move { io.request_keyframe(other).await }));
+                }
+            }
+            RTCPeerConnectionState::Failed => {
+                let reason = format!(
+                    "media connection to the {} failed",
+                    if self.leg == Leg::Caller {
+                        "caller"
+                    } else {
+                        "callee"
+                    }
+                );
+                let _ = self.events.send(MediaEvent::Failed {
+                    call: self.call,
+                    reason,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let io = self.io.clone();
+        let leg = self.leg;
+        let call = self.call;
+        self.runtime
+            .spawn(Box::pin(async move { forward(call, leg, track, io).await }));
+    }
+}
+
+/// Moves one user's track to the other leg until the track ends.
+async fn forward(
+    call: CallId,
+    from: Leg,
+    track: Arc<dyn TrackRemote>,
+    io: Arc<OnceLock<Arc<CallIo>>>,
+) {
+    let kind = track.kind().await;
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    let Some(io) = io.get().cloned() else {
+        tracing::warn!(%call, leg = ?from, "media before negotiation finished; track ignored");
+        return;
+    };
+    if kind == RtpCodecKind::Video {
+        *lock(&io.legs[idx(from)].remote_video) = Some((track.clone(), ssrc));
+        // Whoever watches gets a key frame now rather than at the next interval.
+        io.request_keyframe(from).await;
+    }
+    let out = &io.legs[idx(from.other())];
+    let (out_track, out_ssrc, out_pt) = match kind {
+        RtpCodecKind::Video => (&out.video_out, out.video_ssrc, out.video_pt),
+        _ => (&out.audio_out, out.audio_ssrc, out.audio_pt),
+    };
+    tracing::debug!(%call, leg = ?from, ?kind, ssrc, "forwarding track");
+    while let Some(ev) = track.poll().await {
+        if let TrackRemoteEvent::OnRtpPacket(mut p) = ev {
+            let size = 12 + 4 * usize::from(p.header.csrc.len()) + p.payload.len();
+            p.header.ssrc = out_ssrc;
+            p.header.payload_type = out_pt;
+            if p.header.extension {
+                p.header.extension = false;
+                p.header.extension_profile = 0;
+                p.header.extensions.clear();
+            }
+            io.metrics.relayed(size);
+            if out_track.write_rtp(p).await.is_err() {
+                break;
+            }
+        }
+    }
+    tracing::debug!(%call, leg = ?from, ?kind, "track ended");
+}
+
+/// Turns keyframe requests from the receiver on `leg` into a PLI towards
+/// the sender on the other leg.
+async fn relay_keyframe_requests(leg: Leg, io: Arc<CallIo>) {
+    let out = io.legs[idx(leg)].video_out.clone();
+    let mut last = None::<Instant>;
+    while let Some(ev) = out.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
+            continue;
+        };
+        if !pkts.iter().any(|p| is_keyframe_request(p.as_ref())) {
+            continue;
+        }
+        // Browsers repeat requests while they wait; one PLI per 200 ms is plenty.
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
+            continue;
+        }
+        last = Some(now);
+        io.request_keyframe(leg.other()).await;
+    }
+}
+
+/// Replaces the address of a host candidate with the advertised one.
+fn advertise(candidate: &str, public_ips: &[IpAddr]) -> String {
+    let mut fields: Vec<&str> = candidate.split(' ').collect();
+    if public_ips.is_empty() || fields.len() < 8 || fields[7] != "host" {
+        return candidate.to_owned();
+    }
+    let Ok(local) = fields[4].parse::<IpAddr>() else {
+        return candidate.to_owned();
+    };
+    let Some(public) = public_ips.iter().find(|p| p.is_ipv4() == local.is_ipv4()) else {
+        return candidate.to_owned();
+    };
+    let public = public.to_string();
+    fields[4] = &public;
+    fields.join(" ")
+}
+
+/// The first `a=mid:` of an SDP (what browsers bundle on).
+fn first_mid(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_else(|| "0".into())
+}
+
+struct LegPc {
+    pc: Arc<dyn PeerConnection>,
+    port: Option<u16>,
+}
+
+async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedReceiver<MediaCmd>) {
+    let Some(MediaCmd::Start {
+        caller_offer,
+        callee_offer,
+        ..
+    }) = rx.recv().await
+    else {
+        return;
+    };
+    let io_cell: Arc<OnceLock<Arc<CallIo>>> = Arc::new(OnceLock::new());
+    let mut legs: Vec<LegPc> = Vec::new();
+    let mut tasks: Vec<Box<dyn webrtc::runtime::JoinHandle>> = Vec::new();
+    let setup = setup_call(
+        &shared,
+        call,
+        [&caller_offer, &callee_offer],
+        &io_cell,
+        &mut legs,
+    )
+    .await;
+    match setup {
+        Ok(answers) => {
+            if let Some(io) = io_cell.get() {
+                for leg in [Leg::Caller, Leg::Callee] {
+                    let io = io.clone();
+                    tasks.push(
+                        shared
+                            .runtime
+                            .spawn(Box::pin(relay_keyframe_requests(leg, io))),
+                    );
+                }
+            }
+            let [caller_answer, callee_answer] = answers;
+            let _ = shared.events.send(MediaEvent::Answers {
+                call,
+                caller_answer,
+                callee_answer,
+            });
+        }
+        Err(reason) => {
+            tracing::warn!(%call, %reason, "media setup failed");
+            let _ = shared.events.send(MediaEvent::Failed { call, reason });
+        }
+    }
+    // Candidates and the release, in order.
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            MediaCmd::AddCandidate { leg, candidate, .. } => {
+                let Some(pc) = legs.get(idx(leg)) else {
+                    continue;
+                };
+                if candidate.candidate.trim().is_empty() {
+                    continue;
+                }
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_mline_index,
+                    username_fragment: candidate.username_fragment,
+                    ..Default::default()
+                };
+                if let Err(e) = pc.pc.add_ice_candidate(init).await {
+                    tracing::debug!(%call, ?leg, error = %e, "remote candidate refused");
+                }
+            }
+            MediaCmd::Release { .. } => break,
+            MediaCmd::Start { .. } => {}
+        }
+    }
+    for leg in &legs {
+        if let Err(e) = leg.pc.close().await {
+            tracing::debug!(%call, error = %e, "closing a leg");
+        }
+    }
+    drop(tasks);
+    let mut ports = lock(&shared.ports);
+    for leg in &legs {
+        ports.free(leg.port);
+    }
+    tracing::debug!(%call, "media released");
+}
+
+async fn setup_call(
+    shared: &Shared,
+    call: CallId,
+    offers: [&str; 2],
+    io_cell: &Arc<OnceLock<Arc<CallIo>>>,
+    legs: &mut Vec<LegPc>,
+) -> Result<[String; 2], String> {
+    let video =
+        VideoCodec::choose(offers).ok_or("no common video codec (VP8 or H.264 on both sides)")?;
+    let mut ios = Vec::new();
+    let mut answers = Vec::new();
+    for (leg, offer) in [Leg::Caller, Leg::Callee].into_iter().zip(offers) {
+        let (pc, io, answer) = build_leg(shared, call, leg, offer, video, io_cell, legs).await?;
+        let _ = pc;
+        ios.push(io);
+        answers.push(answer);
+    }
+    let [a, b]: [LegIo; 2] = ios
+        .try_into()
+        .map_err(|_| "internal: leg count".to_owned())?;
+    let _ = io_cell.set(Arc::new(CallIo {
+        legs: [a, b],
+        metrics: shared.metrics.clone(),
+    }));
+    let [x, y]: [String; 2] = answers
+        .try_into()
+        .map_err(|_| "internal: answer count".to_owned())?;
+    Ok([x, y])
+}
+
+async fn build_leg(
+    shared: &Shared,
+    call: CallId,
+    leg: Leg,
+    offer: &str,
+    video: VideoCodec,
+    io_cell: &Arc<OnceLock<Arc<CallIo>>>,
+    legs: &mut Vec<LegPc>,
+) -> Result<((), LegIo, String), String> {
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let mut me = media_engine(video).map_err(|e| err("media engine", &e))?;
+    let registry = interceptors(&mut me).map_err(|e| err("interceptors", &e))?;
+    let ice_servers: Vec<RTCIceServer> = shared
+        .cfg
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let port = lock(&shared.ports).alloc(&shared.cfg.media_ips)?;
+    let p = port.unwrap_or(0);
+    let addrs: Vec<String> = if shared.cfg.media_ips.is_empty() {
+        vec![format!("0.0.0.0:{p}")]
+    } else {
+        shared
+            .cfg
+            .media_ips
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, p).to_string())
+            .collect()
+    };
+    let handler = Arc::new(LegHandler {
+        call,
+        leg,
+        mid: first_mid(offer),
+        public_ips: shared.cfg.public_ips.clone(),
+        events: shared.events.clone(),
+        io: io_cell.clone(),
+        runtime: shared.runtime.clone(),
+    });
+    let built = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_runtime(shared.runtime.clone())
+        .with_udp_addrs(addrs)
+        .build()
+        .await;
+    let pc: Arc<dyn PeerConnection> = match built {
+        Ok(pc) => Arc::new(pc),
+        Err(e) => {
+            lock(&shared.ports).free(port);
+            return Err(err("creating a peer connection", &e));
+        }
+    };
+    legs.push(LegPc {
+        pc: pc.clone(),
+        port,
+    });
+
+    let remote = RTCSessionDescription::offer(offer.to_owned())
+        .map_err(|e| err("the offer is not valid SDP", &e))?;
+    pc.set_remote_description(remote)
+        .await
+        .map_err(|e| err("the offer was refused", &e))?;
+    let audio_ssrc: u32 = rand_ssrc();
+    let video_ssrc: u32 = rand_ssrc();
+    let stream = format!("one2one-{}", call.0);
+    let audio_codec = RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48000,
+        channels: 2,
+        ..Default::default()
+    };
+    let video_codec = RTCRtpCodec {
+        mime_type: video.mime().into(),
+        clock_rate: 90000,
+        ..Default::default()
+    };
+    let audio_out = Arc::new(local_track(
+        &stream,
+        "audio",
+        RtpCodecKind::Audio,
+        audio_ssrc,
+        audio_codec,
+    ));
+    let video_out = Arc::new(local_track(
+        &stream,
+        "video",
+        RtpCodecKind::Video,
+        video_ssrc,
+        video_codec,
+    ));
+    let audio_sender = pc
+        .add_track(audio_out.clone())
+        .await
+        .map_err(|e| err("adding the audio track", &e))?;
+    let video_sender = pc
+        .add_track(video_out.clone())
+        .await
+        .map_err(|e| err("adding the video track", &e))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| err("creating the answer", &e))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| err("applying the answer", &e))?;
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or("the answer vanished")?;
+    let pt_of = async |sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>, mime: &str| -> u8 {
+        sender
+            .get_parameters()
+            .await
+            .ok()
+            .and_then(|p| {
+                p.rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    .map(|c| c.payload_type)
+            })
+            .unwrap_or(0)
+    };
+    let audio_pt = pt_of(audio_sender, "audio/opus").await;
+    let video_pt = pt_of(video_sender, video.mime()).await;
+    if audio_pt == 0 && video_pt == 0 {
+        return Err("the offer has neither Opus audio nor a usable video codec".into());
+    }
+    tracing::debug!(%call, ?leg, audio_pt, video_pt, ?video, "leg negotiated");
+    let io = LegIo {
+        audio_out,
+        video_out,
+        audio_ssrc,
+        video_ssrc,
+        audio_pt,
+        video_pt,
+        remote_video: Mutex::new(None),
+    };
+    Ok(((), io, sdp))
+}
+
+fn local_track(
+    stream: &str,
+    id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+) -> TrackLocalStaticRTP {
+    TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream.to_owned(),
+        format!("{stream}-{id}"),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    ))
+}
+
+fn rand_ssrc() -> u32 {
+    // Any non-zero value unique within the leg will do; mix the clock and a
+    // counter rather than pulling in a RNG.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0x5eed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = N.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+    (t ^ n).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_choice() {
+        let vp8 = "a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        let h264 = "a=rtpmap:102 H264/90000\r\n";
+        assert_eq!(VideoCodec::choose([vp8, vp8]), Some(VideoCodec::Vp8));
+        assert_eq!(VideoCodec::choose([vp8, h264]), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::choose(["a=rtpmap:96 VP8/90000", h264]), None);
+    }
+
+    #[test]
+    fn public_ip_replaces_host_addresses_only() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            advertise(
+                "candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host",
+                &[ip]
+            ),
+            "candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"
+        );
+        let srflx =
+            "candidate:2 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 40000";
+        assert_eq!(advertise(srflx, &[ip]), srflx);
+        assert_eq!(advertise("garbage", &[ip]), "garbage");
+    }
+
+    #[test]
+    fn port_pool_hands_out_each_port_once() {
+        let mut pool = PortPool {
+            range: Some((47100, 47101)),
+            ..Default::default()
+        };
+        let a = pool.alloc(&[]).unwrap();
+        let b = pool.alloc(&[]).unwrap();
+        assert_ne!(a, b);
+        assert!(pool.alloc(&[]).is_err());
+        pool.free(a);
+        assert_eq!(pool.alloc(&[]).unwrap(), a);
+    }
+}

@@ -1,0 +1,809 @@
+//! The pure signaling core, driven with a virtual clock: every rule of the
+//! registry and the call state machine, with the exact messages each side
+//! gets and the exact media commands.
+
+use std::time::{Duration, Instant};
+
+use one2one_server::signaling::*;
+use proptest::prelude::*;
+use shared_proto::{ClientMsg, IceCandidate, ServerMsg, encode};
+
+struct H {
+    sig: Signaling,
+    now: Instant,
+    sent: Vec<(ConnId, String)>,
+    media: Vec<MediaCmd>,
+}
+
+impl H {
+    fn new() -> Self {
+        H {
+            sig: Signaling::new(Config::default()),
+            now: Instant::now(),
+            sent: vec![],
+            media: vec![],
+        }
+    }
+    fn input(&mut self, i: Input) {
+        self.sig.handle(self.now, i);
+        self.drain();
+    }
+    fn drain(&mut self) {
+        while let Some(o) = self.sig.poll_output() {
+            match o {
+                Output::Send(c, m) => self.sent.push((c, encode(&m))),
+                Output::Media(m) => self.media.push(m),
+                Output::Established { .. } => {}
+            }
+        }
+    }
+    fn connect(&mut self, c: ConnId) {
+        self.input(Input::Connected(c));
+    }
+    fn msg(&mut self, c: ConnId, json: &str) {
+        let m = shared_proto::decode_client(json).unwrap();
+        self.input(Input::Message(c, m));
+    }
+    fn user(&mut self, c: ConnId, name: &str) {
+        self.connect(c);
+        self.msg(c, &format!(r#"{{"id":"register","name":"{name}"}}"#));
+        assert_eq!(
+            self.take(c),
+            [r#"{"id":"registerResponse","response":"accepted"}"#]
+        );
+    }
+    fn take(&mut self, c: ConnId) -> Vec<String> {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.sent.drain(..).partition(|(to, _)| *to == c);
+        self.sent = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+    fn take_media(&mut self) -> Vec<MediaCmd> {
+        std::mem::take(&mut self.media)
+    }
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.sig.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.sig.handle_timeout(self.now);
+            self.drain();
+        }
+    }
+    fn nothing_sent(&self) {
+        assert!(self.sent.is_empty(), "unexpected: {:?}", self.sent);
+    }
+    /// alice (1) calls bob (2); bob accepts; media answers.
+    fn in_call(&mut self) -> CallId {
+        self.user(1, "alice");
+        self.user(2, "bob");
+        self.msg(
+            1,
+            r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+        );
+        assert_eq!(self.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
+        self.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+        let cmds = self.take_media();
+        let MediaCmd::Start {
+            call,
+            caller_offer,
+            callee_offer,
+        } = &cmds[0]
+        else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
+        let call = *call;
+        self.input(Input::Media(MediaEvent::Answers {
+            call,
+            caller_answer: "AA".into(),
+            callee_answer: "AB".into(),
+        }));
+        assert_eq!(
+            self.take(2),
+            [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]
+        );
+        assert_eq!(
+            self.take(1),
+            [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]
+        );
+        call
+    }
+}
+
+fn cand(s: &str) -> IceCandidate {
+    IceCandidate::new(s, Some("0".into()), Some(0))
+}
+
+#[test]
+fn register_rules() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.connect(2);
+    h.msg(2, r#"{"id":"register","name":"alice"}"#);
+    assert_eq!(
+        h.take(2),
+        [
+            r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#
+        ]
+    );
+    h.msg(2, r#"{"id":"register","name":""}"#);
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#]
+    );
+    h.msg(
+        2,
+        &format!(r#"{{"id":"register","name":"{}"}}"#, "x".repeat(65)),
+    );
+    assert_eq!(
+        h.take(2),
+        [
+            r#"{"id":"registerResponse","response":"rejected ","message":"user name is longer than 64 characters"}"#
+        ]
+    );
+    h.msg(2, r#"{"id":"register","name":"a\u0007b"}"#);
+    assert_eq!(
+        h.take(2),
+        [
+            r#"{"id":"registerResponse","response":"rejected ","message":"user name contains control characters"}"#
+        ]
+    );
+    h.msg(
+        2,
+        &format!(r#"{{"id":"register","name":"{}"}}"#, "é".repeat(64)),
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"registerResponse","response":"accepted"}"#]
+    );
+    // A second register on the same socket (Q8).
+    h.msg(1, r#"{"id":"register","name":"carol"}"#);
+    assert_eq!(
+        h.take(1),
+        [
+            r#"{"id":"registerResponse","response":"rejected ","message":"This connection is already registered as alice"}"#
+        ]
+    );
+    assert_eq!(h.sig.registered_users(), 2);
+    // Closing frees the name.
+    h.input(Input::Disconnected(1));
+    h.connect(3);
+    h.msg(3, r#"{"id":"register","name":"alice"}"#);
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"registerResponse","response":"accepted"}"#]
+    );
+}
+
+#[test]
+fn everything_but_register_needs_registration() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.connect(9);
+    for (json, id) in [
+        (
+            r#"{"id":"call","from":"x","to":"alice","sdpOffer":"O"}"#,
+            "call",
+        ),
+        (
+            r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"O"}"#,
+            "incomingCallResponse",
+        ),
+        (
+            r#"{"id":"onIceCandidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
+            "onIceCandidate",
+        ),
+        (r#"{"id":"stop"}"#, "stop"),
+    ] {
+        h.msg(9, json);
+        assert_eq!(
+            h.take(9),
+            [format!(
+                r#"{{"id":"error","message":"You must register before sending `{id}`"}}"#
+            )]
+        );
+    }
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+}
+
+#[test]
+fn unknown_callee_and_self_call() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"zed","sdpOffer":"O"}"#,
+    );
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#]
+    );
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"alice","sdpOffer":"O"}"#,
+    );
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#]
+    );
+    assert_eq!(h.sig.active_calls(), 0);
+}
+
+#[test]
+fn caller_is_the_registered_name_whatever_from_says() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"mallory","to":"bob","sdpOffer":"O"}"#,
+    );
+    assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
+}
+
+#[test]
+fn success_then_hang_up_by_caller() {
+    let mut h = H::new();
+    let call = h.in_call();
+    h.msg(1, r#"{"id":"stop"}"#);
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
+    );
+    h.nothing_sent();
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+    // Both are idle again and can call.
+    h.msg(
+        2,
+        r#"{"id":"call","from":"bob","to":"alice","sdpOffer":"O"}"#,
+    );
+    assert_eq!(h.take(1), [r#"{"id":"incomingCall","from":"bob"}"#]);
+}
+
+#[test]
+fn hang_up_by_callee_and_late_stop_is_ignored() {
+    let mut h = H::new();
+    let call = h.in_call();
+    h.msg(2, r#"{"id":"stop"}"#);
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
+    );
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+    h.msg(1, r#"{"id":"stop"}"#);
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+}
+
+#[test]
+fn reject_and_bussy() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#);
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#]
+    );
+    h.nothing_sent();
+    assert!(
+        h.take_media().is_empty(),
+        "a call that never reached media releases nothing"
+    );
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"bussy"}"#,
+    );
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
+    );
+}
+
+#[test]
+fn busy_callee_is_never_disturbed() {
+    let mut h = H::new();
+    let call = h.in_call();
+    h.user(3, "carol");
+    h.msg(
+        3,
+        r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#,
+    );
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
+    );
+    h.nothing_sent();
+    // Bob hangs up: alice is told, carol is not (Q7).
+    h.msg(2, r#"{"id":"stop"}"#);
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
+    );
+    assert!(h.take(3).is_empty());
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+}
+
+#[test]
+fn ringing_callee_is_busy_too() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.user(3, "carol");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.msg(
+        3,
+        r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#,
+    );
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
+    );
+    // A ringing caller is busy as well.
+    h.msg(
+        3,
+        r#"{"id":"call","from":"carol","to":"alice","sdpOffer":"O"}"#,
+    );
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
+    );
+    h.nothing_sent();
+}
+
+#[test]
+fn third_party_cannot_touch_a_call() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.user(3, "mallory");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.msg(
+        3,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#,
+    );
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
+    );
+    h.msg(3, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#);
+    assert_eq!(
+        h.take(3),
+        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
+    );
+    h.msg(3, r#"{"id":"stop"}"#);
+    h.msg(3, r#"{"id":"onIceCandidate","candidate":{"candidate":"evil","sdpMid":"0","sdpMLineIndex":0}}"#);
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+    // The caller cannot answer its own call either.
+    h.msg(
+        1,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#,
+    );
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
+    );
+    // The real callee still can, and mallory's candidate is nowhere.
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    let cmds = h.take_media();
+    assert!(matches!(&cmds[..], [MediaCmd::Start { .. }]), "{cmds:?}");
+}
+
+#[test]
+fn ring_timeout() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.advance(Duration::from_secs(59));
+    h.nothing_sent();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#]
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"no answer"}"#]
+    );
+    assert_eq!(h.sig.active_calls(), 0);
+    assert!(h.take_media().is_empty());
+    // A late answer gets the original's reply.
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
+    );
+}
+
+#[test]
+fn caller_cancels_while_ringing() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.msg(1, r#"{"id":"stop"}"#);
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]
+    );
+    h.nothing_sent();
+    assert!(h.sig.poll_timeout().is_none(), "the ring timer is gone");
+}
+
+#[test]
+fn caller_closes_while_ringing() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.input(Input::Disconnected(1));
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
+    );
+    assert!(h.take_media().is_empty());
+}
+
+#[test]
+fn callee_closes_while_ringing() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
+    );
+    h.take(2);
+    h.input(Input::Disconnected(2));
+    assert_eq!(
+        h.take(1),
+        [
+            r#"{"id":"callResponse","response":"rejected","message":"User bob is no longer available"}"#
+        ]
+    );
+}
+
+#[test]
+fn close_during_setup_releases_media_and_ignores_late_answers() {
+    for leaver in [1, 2] {
+        let mut h = H::new();
+        h.user(1, "alice");
+        h.user(2, "bob");
+        h.msg(
+            1,
+            r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+        );
+        h.take(2);
+        h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+        let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
+            panic!()
+        };
+        h.input(Input::Disconnected(leaver));
+        let other = 3 - leaver;
+        let want = if other == 1 {
+            r#"{"id":"callResponse","response":"rejected","message":"remote user hanged out"}"#
+        } else {
+            r#"{"id":"stopCommunication","message":"remote user hanged out"}"#
+        };
+        assert_eq!(h.take(other), [want]);
+        assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+        // The backend finishes its setup anyway: nothing goes out (Q3).
+        h.input(Input::Media(MediaEvent::Candidate {
+            call,
+            leg: Leg::Caller,
+            candidate: cand("late"),
+        }));
+        h.input(Input::Media(MediaEvent::Answers {
+            call,
+            caller_answer: "A".into(),
+            callee_answer: "B".into(),
+        }));
+        h.nothing_sent();
+        assert!(h.take_media().is_empty());
+    }
+}
+
+#[test]
+fn close_mid_call() {
+    let mut h = H::new();
+    let call = h.in_call();
+    h.input(Input::Disconnected(2));
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
+    );
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+    assert_eq!(h.sig.registered_users(), 1);
+}
+
+#[test]
+fn candidates_are_queued_per_leg_and_never_lost() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    // The caller trickles before and after its `call` (Q4a).
+    h.msg(
+        1,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"a1","sdpMid":"0","sdpMLineIndex":0}}"#,
+    );
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+    );
+    h.take(2);
+    h.msg(
+        1,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"a2","sdpMid":"0","sdpMLineIndex":0}}"#,
+    );
+    // The callee trickles before its accept arrives.
+    h.msg(
+        2,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"b1","sdpMid":"0","sdpMLineIndex":0}}"#,
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    h.msg(
+        2,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"b2","sdpMid":"0","sdpMLineIndex":0}}"#,
+    );
+    let cmds = h.take_media();
+    let call = match &cmds[0] {
+        MediaCmd::Start { call, .. } => *call,
+        other => panic!("{other:?}"),
+    };
+    let adds: Vec<(Leg, String)> = cmds[1..]
+        .iter()
+        .map(|c| match c {
+            MediaCmd::AddCandidate {
+                call: id,
+                leg,
+                candidate,
+            } if *id == call => (*leg, candidate.candidate.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        adds,
+        [
+            (Leg::Caller, "a1".into()),
+            (Leg::Caller, "a2".into()),
+            (Leg::Callee, "b1".into()),
+            (Leg::Callee, "b2".into())
+        ]
+    );
+    // The server's candidates go to the right user, tagged like Kurento's.
+    h.input(Input::Media(MediaEvent::Candidate {
+        call,
+        leg: Leg::Callee,
+        candidate: cand("s1"),
+    }));
+    assert_eq!(
+        h.take(2),
+        [
+            r#"{"id":"iceCandidate","candidate":{"candidate":"s1","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}"#
+        ]
+    );
+}
+
+#[test]
+fn stale_candidates_do_not_leak_into_the_next_call() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"old","sdpMid":"0","sdpMLineIndex":0}}"#,
+    );
+    h.advance(Duration::from_secs(30));
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    let cmds = h.take_media();
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+}
+
+#[test]
+fn media_failure_and_setup_timeout() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    h.take(2);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
+        panic!()
+    };
+    h.input(Input::Media(MediaEvent::Failed {
+        call,
+        reason: "no common codec".into(),
+    }));
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"no common codec"}"#]
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"no common codec"}"#]
+    );
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    h.take(2);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
+        panic!()
+    };
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"media setup timed out"}"#]
+    );
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+}
+
+#[test]
+fn accept_without_offer_is_an_error_and_the_call_keeps_ringing() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(
+        1,
+        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
+    );
+    h.take(2);
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept"}"#,
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"error","message":"An accepting incomingCallResponse needs an `sdpOffer`"}"#]
+    );
+    h.msg(
+        2,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
+    );
+    assert!(matches!(h.take_media()[0], MediaCmd::Start { .. }));
+}
+
+#[test]
+fn shutdown_tells_everyone_and_releases() {
+    let mut h = H::new();
+    let call = h.in_call();
+    h.input(Input::Shutdown);
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"stopCommunication","message":"server shutting down"}"#]
+    );
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"stopCommunication","message":"server shutting down"}"#]
+    );
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+}
+
+// Any sequence of inputs keeps the invariants: no panic, every Start is
+// released at most once and at most one call per user.
+fn arb_input() -> impl Strategy<Value = (u8, u8, u8)> {
+    (0u8..10, 1u8..5, 0u8..5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+    #[test]
+    fn state_machine_never_breaks(script in proptest::collection::vec(arb_input(), 1..60)) {
+        let mut h = H::new();
+        let names = ["", "alice", "bob", "carol", "dave"];
+        let mut started = std::collections::HashSet::new();
+        let mut released = std::collections::HashSet::new();
+        for (op, a, b) in script {
+            let (a, b) = (a as ConnId, b as usize);
+            let msg = match op {
+                0 => Some(Input::Connected(a)),
+                1 => Some(Input::Message(a, ClientMsg::Register { name: names[b].into() })),
+                2 => Some(Input::Message(a, ClientMsg::Call { from: String::new(), to: names[b].into(), sdp_offer: "O".into() })),
+                3 => Some(Input::Message(a, ClientMsg::accept(names[b], "O"))),
+                4 => Some(Input::Message(a, ClientMsg::reject(names[b], "bussy"))),
+                5 => Some(Input::Message(a, ClientMsg::OnIceCandidate { candidate: cand("c") })),
+                6 => Some(Input::Message(a, ClientMsg::Stop)),
+                7 => Some(Input::Disconnected(a)),
+                8 => { h.advance(Duration::from_secs(20 * b as u64)); None }
+                _ => started.iter().next().copied().map(|call| {
+                    Input::Media(if b % 2 == 0 {
+                        MediaEvent::Answers { call, caller_answer: "A".into(), callee_answer: "B".into() }
+                    } else {
+                        MediaEvent::Failed { call, reason: "x".into() }
+                    })
+                }),
+            };
+            if let Some(i) = msg { h.input(i); }
+            for cmd in h.take_media() {
+                match cmd {
+                    MediaCmd::Start { call, .. } => prop_assert!(started.insert(call)),
+                    MediaCmd::Release { call } => {
+                        prop_assert!(started.contains(&call));
+                        prop_assert!(released.insert(call), "released twice");
+                    }
+                    MediaCmd::AddCandidate { call, .. } => prop_assert!(started.contains(&call) && !released.contains(&call)),
+                }
+            }
+            h.sent.clear();
+        }
+        prop_assert!(h.sig.active_calls() <= h.sig.connections());
+    }
+}
+
+#[test]
+fn server_messages_are_valid_json() {
+    // What the core sends always decodes as a server message.
+    let mut h = H::new();
+    h.in_call();
+    h.msg(1, r#"{"id":"stop"}"#);
+    for (_, m) in h.sent.drain(..) {
+        let _: ServerMsg = shared_proto::decode_server(&m).unwrap();
+    }
+}

@@ -1,0 +1,357 @@
+//! Wire messages of the `/one2one` signaling WebSocket.
+//!
+//! The protocol is the one of Kurento's "one to one video call" tutorial, kept
+//! byte for byte so that the tutorial's own browser page works unchanged:
+//! every frame is one JSON text object whose string field `id` names the
+//! message. Field names are exactly those on the wire (`sdpOffer`,
+//! `callResponse`, ...), and the server's literals, typos included
+//! (`"rejected "`, `"rejected: "`), are reproduced by [`Response`].
+//!
+//! This crate has no IO and no async: it only turns text into typed values
+//! and back. [`decode_client`] and [`decode_server`] never panic and report
+//! every malformed input as a [`ProtoError`] whose `Display` is a sentence a
+//! user can read.
+
+use serde::{Deserialize, Serialize};
+
+mod error;
+pub use error::ProtoError;
+
+/// The `callResponse` value of an `incomingCallResponse`.
+///
+/// The original server treats anything but `"accept"` as a rejection; so do
+/// we, which is why unknown values decode to [`CallAnswer::Reject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallAnswer {
+    Accept,
+    #[serde(other)]
+    Reject,
+}
+
+/// The `response` field of `registerResponse` and `callResponse`, with the
+/// original's exact literals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    #[serde(rename = "accepted")]
+    Accepted,
+    /// `"rejected"`: a declined call, a busy callee, a media failure.
+    #[serde(rename = "rejected")]
+    Rejected,
+    /// `"rejected "` (trailing space): a refused registration.
+    #[serde(rename = "rejected ")]
+    RejectedRegister,
+    /// `"rejected: "` (colon and space): an unknown callee.
+    #[serde(rename = "rejected: ")]
+    RejectedUnknown,
+    /// Any other text a server might send; clients only compare with
+    /// `"accepted"`.
+    #[serde(other)]
+    Other,
+}
+
+impl Response {
+    pub fn is_accepted(self) -> bool {
+        self == Response::Accepted
+    }
+}
+
+/// An ICE candidate as the browser's `RTCIceCandidate.toJSON()` gives it,
+/// and as the server sends it back (with Kurento's two type tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        rename = "sdpMLineIndex",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+    #[serde(
+        rename = "__module__",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub module: Option<String>,
+    #[serde(rename = "__type__", default, skip_serializing_if = "Option::is_none")]
+    pub type_tag: Option<String>,
+}
+
+impl IceCandidate {
+    /// A candidate as a client sends it.
+    pub fn new(candidate: impl Into<String>, sdp_mid: Option<String>, index: Option<u16>) -> Self {
+        IceCandidate {
+            candidate: candidate.into(),
+            sdp_mid,
+            sdp_mline_index: index,
+            username_fragment: None,
+            module: None,
+            type_tag: None,
+        }
+    }
+
+    /// The same candidate tagged the way kurento-client serialises it
+    /// (`"__module__":"kurento","__type__":"IceCandidate"`), as the server
+    /// sends it in `iceCandidate`.
+    pub fn kurento_tagged(mut self) -> Self {
+        self.username_fragment = None;
+        self.module = Some("kurento".to_owned());
+        self.type_tag = Some("IceCandidate".to_owned());
+        self
+    }
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "id")]
+pub enum ClientMsg {
+    #[serde(rename = "register")]
+    Register { name: String },
+    #[serde(rename = "call")]
+    Call {
+        /// The caller's claimed name. The server ignores it and uses the
+        /// sender's registered name (the original trusted it, bug Q2).
+        #[serde(default)]
+        from: String,
+        to: String,
+        #[serde(rename = "sdpOffer")]
+        sdp_offer: String,
+    },
+    #[serde(rename = "incomingCallResponse")]
+    IncomingCallResponse {
+        #[serde(default)]
+        from: String,
+        #[serde(rename = "callResponse")]
+        call_response: CallAnswer,
+        #[serde(rename = "sdpOffer", default, skip_serializing_if = "Option::is_none")]
+        sdp_offer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename = "onIceCandidate")]
+    OnIceCandidate { candidate: IceCandidate },
+    #[serde(rename = "stop")]
+    Stop,
+}
+
+impl ClientMsg {
+    /// The wire name of the message, for logs and errors.
+    pub fn id(&self) -> &'static str {
+        match self {
+            ClientMsg::Register { .. } => "register",
+            ClientMsg::Call { .. } => "call",
+            ClientMsg::IncomingCallResponse { .. } => "incomingCallResponse",
+            ClientMsg::OnIceCandidate { .. } => "onIceCandidate",
+            ClientMsg::Stop => "stop",
+        }
+    }
+
+    pub fn accept(from: impl Into<String>, sdp_offer: impl Into<String>) -> Self {
+        ClientMsg::IncomingCallResponse {
+            from: from.into(),
+            call_response: CallAnswer::Accept,
+            sdp_offer: Some(sdp_offer.into()),
+            message: None,
+        }
+    }
+
+    pub fn reject(from: impl Into<String>, message: impl Into<String>) -> Self {
+        ClientMsg::IncomingCallResponse {
+            from: from.into(),
+            call_response: CallAnswer::Reject,
+            sdp_offer: None,
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "id")]
+pub enum ServerMsg {
+    #[serde(rename = "registerResponse")]
+    RegisterResponse {
+        response: Response,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename = "incomingCall")]
+    IncomingCall { from: String },
+    #[serde(rename = "callResponse")]
+    CallResponse {
+        response: Response,
+        #[serde(rename = "sdpAnswer", default, skip_serializing_if = "Option::is_none")]
+        sdp_answer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename = "startCommunication")]
+    StartCommunication {
+        #[serde(rename = "sdpAnswer")]
+        sdp_answer: String,
+    },
+    #[serde(rename = "stopCommunication")]
+    StopCommunication {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename = "iceCandidate")]
+    IceCandidate { candidate: IceCandidate },
+    #[serde(rename = "error")]
+    Error { message: String },
+}
+
+/// Texts the server sends, kept in one place so both binaries agree.
+pub mod text {
+    /// `stopCommunication.message` when the other side hung up or left
+    /// (the original's wording, kept).
+    pub const REMOTE_HANGUP: &str = "remote user hanged out";
+    /// `callResponse.message` when the callee declined.
+    pub const DECLINED: &str = "user declined";
+    /// `callResponse.message` when the callee was ringing or in a call.
+    pub const BUSY: &str = "user busy";
+    /// What a busy browser sends as its rejection reason (sic).
+    pub const BUSSY: &str = "bussy";
+    /// `callResponse.message` and `stopCommunication.message` when nobody
+    /// answered in time.
+    pub const NO_ANSWER: &str = "no answer";
+    /// `stopCommunication.message` to the callee when the caller cancelled.
+    pub const CANCELLED: &str = "caller cancelled";
+    /// `stopCommunication.message` when the server shuts down.
+    pub const SHUTDOWN: &str = "server shutting down";
+    /// `registerResponse.message` for an empty name (the original's words).
+    pub const EMPTY_NAME: &str = "empty user name";
+}
+
+impl ServerMsg {
+    pub fn id(&self) -> &'static str {
+        match self {
+            ServerMsg::RegisterResponse { .. } => "registerResponse",
+            ServerMsg::IncomingCall { .. } => "incomingCall",
+            ServerMsg::CallResponse { .. } => "callResponse",
+            ServerMsg::StartCommunication { .. } => "startCommunication",
+            ServerMsg::StopCommunication { .. } => "stopCommunication",
+            ServerMsg::IceCandidate { .. } => "iceCandidate",
+            ServerMsg::Error { .. } => "error",
+        }
+    }
+
+    pub fn register_accepted() -> Self {
+        ServerMsg::RegisterResponse {
+            response: Response::Accepted,
+            message: None,
+        }
+    }
+
+    pub fn register_rejected(message: impl Into<String>) -> Self {
+        ServerMsg::RegisterResponse {
+            response: Response::RejectedRegister,
+            message: Some(message.into()),
+        }
+    }
+
+    pub fn call_accepted(sdp_answer: impl Into<String>) -> Self {
+        ServerMsg::CallResponse {
+            response: Response::Accepted,
+            sdp_answer: Some(sdp_answer.into()),
+            message: None,
+        }
+    }
+
+    pub fn call_rejected(message: impl Into<String>) -> Self {
+        ServerMsg::CallResponse {
+            response: Response::Rejected,
+            sdp_answer: None,
+            message: Some(message.into()),
+        }
+    }
+
+    /// `"rejected: "` + `"User <to> is not registered"`, as the original.
+    pub fn call_unknown(to: &str) -> Self {
+        ServerMsg::CallResponse {
+            response: Response::RejectedUnknown,
+            sdp_answer: None,
+            message: Some(format!("User {to} is not registered")),
+        }
+    }
+
+    pub fn stop(message: impl Into<String>) -> Self {
+        ServerMsg::StopCommunication {
+            message: Some(message.into()),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            message: message.into(),
+        }
+    }
+}
+
+/// Encodes a message as one JSON text frame.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    // Serialising these types cannot fail: every field is a string, a number,
+    // an option or a unit enum, and no map has non-string keys.
+    serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!(r#"{{"id":"error","message":"internal encoding error: {e}"}}"#))
+}
+
+/// Decodes a client → server frame.
+pub fn decode_client(text: &str) -> Result<ClientMsg, ProtoError> {
+    decode(
+        text,
+        &[
+            "register",
+            "call",
+            "incomingCallResponse",
+            "onIceCandidate",
+            "stop",
+        ],
+    )
+}
+
+/// Decodes a server → client frame.
+pub fn decode_server(text: &str) -> Result<ServerMsg, ProtoError> {
+    decode(
+        text,
+        &[
+            "registerResponse",
+            "incomingCall",
+            "callResponse",
+            "startCommunication",
+            "stopCommunication",
+            "iceCandidate",
+            "error",
+        ],
+    )
+}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, ProtoError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ProtoError::NotJson(e.to_string()))?;
+    let obj = value.as_object().ok_or(ProtoError::NotAnObject)?;
+    let id = match obj.get("id") {
+        None => return Err(ProtoError::MissingId),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return Err(ProtoError::IdNotString),
+    };
+    if !known.contains(&id.as_str()) {
+        return Err(ProtoError::UnknownId(truncate(&id, 64)));
+    }
+    serde_json::from_value(value).map_err(|e| ProtoError::BadField {
+        id,
+        reason: e.to_string(),
+    })
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
