@@ -49,7 +49,7 @@ pub fn rms(samples: &[i16]) -> f32 {
     ((sum / samples.len() as f64).sqrt() / f64::from(i16::MAX)) as f32
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "codecs"))]
 mod tests {
     use super::*;
     use crate::audio::Tone;

@@ -1,9 +1,14 @@
-//! Media for one2one: VP8 (libvpx) and Opus codecs over plain frames, and
-//! the signal analysis that tests use to check what arrived (the colour of
-//! a frame, the frequency of a tone).
+//! Media for one2one: WebRTC set-up shared by server and client, the
+//! client's peer connection, VP8 (libvpx) and Opus codecs over plain frames
+//! (feature `codecs`), and the signal analysis that tests and stats use to
+//! judge what arrived (the colour of a frame, the frequency of a tone).
 
 pub mod analysis;
+#[cfg(feature = "codecs")]
 pub mod audio;
+pub mod peer;
+pub mod rtc_setup;
+#[cfg(feature = "codecs")]
 pub mod vp8;
 
 use thiserror::Error;

@@ -1,0 +1,432 @@
+//! The client's WebRTC peer: always the offerer, sendrecv audio and video,
+//! trickle ICE with remote candidates buffered until the answer is applied.
+//!
+//! It moves encoded media only: the caller hands it VP8 frames and Opus
+//! packets, and gets back assembled VP8 frames and Opus packets as
+//! [`PeerEvent`]s. Encoding, decoding and devices live elsewhere.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media::Sample;
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use shared_proto::IceCandidate;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
+};
+
+use crate::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+    #[error("the answer is not usable: {0}")]
+    BadAnswer(String),
+}
+
+fn rtc_err(what: &str) -> impl Fn(webrtc::error::Error) -> PeerError + '_ {
+    move |e| PeerError::Rtc(format!("{what}: {e}"))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    /// Local addresses to gather on; empty = every non-loopback interface.
+    pub bind_ips: Vec<IpAddr>,
+    /// STUN/TURN: (url, username, credential).
+    pub ice_servers: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// A local candidate, to send as `onIceCandidate`.
+    Candidate(IceCandidate),
+    State(PeerState),
+    /// One complete VP8 frame from the remote side.
+    Video {
+        data: Bytes,
+        rtp_timestamp: u32,
+        arrived: Instant,
+    },
+    /// One Opus packet from the remote side.
+    Audio {
+        data: Bytes,
+        rtp_timestamp: u32,
+        seq: u16,
+        arrived: Instant,
+    },
+    /// The remote receiver asked for a key frame.
+    KeyframeRequested,
+}
+
+pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
+
+struct Handler {
+    events: PeerEvents,
+    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = ev.candidate.to_json() {
+            let c = IceCandidate::new(init.candidate, Some("0".into()), Some(0));
+            let _ = self.events.send(PeerEvent::Candidate(c));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let s = match state {
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            RTCPeerConnectionState::Closed => PeerState::Closed,
+            _ => PeerState::Connecting,
+        };
+        let _ = self.events.send(PeerEvent::State(s));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let events = self.events.clone();
+        let remote_video = self.remote_video.clone();
+        tokio::spawn(receive(track, events, remote_video));
+    }
+}
+
+async fn receive(
+    track: Arc<dyn TrackRemote>,
+    events: PeerEvents,
+    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
+) {
+    let kind = track.kind().await;
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    if kind == RtpCodecKind::Video {
+        *lock(&remote_video) = Some((track.clone(), ssrc));
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+    }
+    // Up to ~0.5 s of video packets may wait for a late one before a frame is given up.
+    let mut builder = SampleBuilder::new(256, Vp8Packet::default(), 90_000);
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(p) = ev else {
+            continue;
+        };
+        let now = Instant::now();
+        if kind == RtpCodecKind::Video {
+            builder.push(now, p);
+            while let Some((sample, ts)) = builder.pop_with_timestamp(now) {
+                let ev = PeerEvent::Video {
+                    data: sample.data,
+                    rtp_timestamp: ts,
+                    arrived: now,
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+            }
+        } else {
+            let ev = PeerEvent::Audio {
+                data: p.payload,
+                rtp_timestamp: p.header.timestamp,
+                seq: p.header.sequence_number,
+                arrived: now,
+            };
+            if events.send(ev).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+struct Outgoing {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: Mutex<u8>,
+}
+
+/// One call's peer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    audio: Outgoing,
+    video: Outgoing,
+    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
+    /// Remote candidates waiting for the answer.
+    pending: Mutex<Option<Vec<RTCIceCandidateInit>>>,
+}
+
+impl Peer {
+    pub async fn new(opts: &PeerOptions, events: PeerEvents) -> Result<Peer, PeerError> {
+        let mut me = media_engine(VideoCodec::Vp8).map_err(rtc_err("media engine"))?;
+        let registry = interceptors(&mut me).map_err(rtc_err("interceptors"))?;
+        let ice = opts
+            .ice_servers
+            .iter()
+            .map(|(u, n, c)| RTCIceServer {
+                urls: vec![u.clone()],
+                username: n.clone(),
+                credential: c.clone(),
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new().with_ice_servers(ice).build();
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let addrs: Vec<String> = if opts.bind_ips.is_empty() {
+            vec!["0.0.0.0:0".into()]
+        } else {
+            opts.bind_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+                .collect()
+        };
+        let remote_video = Arc::new(Mutex::new(None));
+        let handler = Arc::new(Handler {
+            events: events.clone(),
+            remote_video: remote_video.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .with_handler(handler)
+            .with_udp_addrs(addrs)
+            .build()
+            .await
+            .map_err(rtc_err("creating the peer connection"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let seed = std::process::id()
+            ^ Instant::now().elapsed().subsec_nanos()
+            ^ (Arc::as_ptr(&remote_video) as usize as u32);
+        let audio = Self::outgoing(&pc, RtpCodecKind::Audio, seed | 1).await?;
+        let video = Self::outgoing(&pc, RtpCodecKind::Video, seed.rotate_left(16) | 1).await?;
+        let track = video.track.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(pkts) = ev
+                    && pkts.iter().any(|p| is_keyframe_request(p.as_ref()))
+                    && events.send(PeerEvent::KeyframeRequested).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Peer {
+            pc,
+            audio,
+            video,
+            remote_video,
+            pending: Mutex::new(Some(Vec::new())),
+        })
+    }
+
+    async fn outgoing(
+        pc: &Arc<dyn PeerConnection>,
+        kind: RtpCodecKind,
+        ssrc: u32,
+    ) -> Result<Outgoing, PeerError> {
+        let (id, codec) = match kind {
+            RtpCodecKind::Video => (
+                "video",
+                RTCRtpCodec {
+                    mime_type: "video/VP8".into(),
+                    clock_rate: 90000,
+                    ..Default::default()
+                },
+            ),
+            _ => (
+                "audio",
+                RTCRtpCodec {
+                    mime_type: "audio/opus".into(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    ..Default::default()
+                },
+            ),
+        };
+        let track = MediaStreamTrack::new(
+            "one2one".into(),
+            format!("one2one-{id}"),
+            id.into(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let track = Arc::new(
+            TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err("local track"))?,
+        );
+        pc.add_track(track.clone())
+            .await
+            .map_err(rtc_err("adding a track"))?;
+        Ok(Outgoing {
+            track,
+            ssrc,
+            pt: Mutex::new(0),
+        })
+    }
+
+    /// Creates and applies the offer; returns its SDP.
+    pub async fn create_offer(&self) -> Result<String, PeerError> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(rtc_err("creating the offer"))?;
+        let sdp = offer.sdp.clone();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err("applying the offer"))?;
+        Ok(sdp)
+    }
+
+    /// Applies the answer, then the candidates that waited for it.
+    pub async fn apply_answer(&self, sdp: &str) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(sdp.to_owned())
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        for (out, mime) in [(&self.audio, "audio/opus"), (&self.video, "video/VP8")] {
+            let pt = self.sender_pt(out.ssrc, mime).await;
+            *lock(&out.pt) = pt;
+        }
+        let queued = lock(&self.pending).take().unwrap_or_default();
+        for c in queued {
+            if let Err(e) = self.pc.add_ice_candidate(c).await {
+                tracing::debug!(error = %e, "remote candidate refused");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sender_pt(&self, ssrc: u32, mime: &str) -> u8 {
+        for sender in self.pc.get_senders().await {
+            let Ok(params) = sender.get_parameters().await else {
+                continue;
+            };
+            if !params
+                .encodings
+                .iter()
+                .any(|e| e.rtp_coding_parameters.ssrc == Some(ssrc))
+            {
+                continue;
+            }
+            if let Some(c) = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            {
+                return c.payload_type;
+            }
+        }
+        0
+    }
+
+    /// A remote candidate; buffered until the answer is applied.
+    pub async fn add_remote_candidate(&self, c: IceCandidate) {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            ..Default::default()
+        };
+        {
+            let mut pending = lock(&self.pending);
+            if let Some(q) = pending.as_mut() {
+                q.push(init);
+                return;
+            }
+        }
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            tracing::debug!(error = %e, "remote candidate refused");
+        }
+    }
+
+    /// Sends one encoded VP8 frame that lasts `duration`.
+    pub async fn send_video(&self, data: Bytes, duration: Duration) -> Result<(), PeerError> {
+        Self::send(&self.video, data, duration).await
+    }
+
+    /// Sends one Opus packet that lasts `duration` (20 ms).
+    pub async fn send_audio(&self, data: Bytes, duration: Duration) -> Result<(), PeerError> {
+        Self::send(&self.audio, data, duration).await
+    }
+
+    async fn send(out: &Outgoing, data: Bytes, duration: Duration) -> Result<(), PeerError> {
+        let pt = *lock(&out.pt);
+        if pt == 0 {
+            return Ok(()); // not negotiated (yet)
+        }
+        let sample = Sample {
+            data,
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        out.track
+            .sample_writer(out.ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .map_err(rtc_err("sending media"))
+    }
+
+    /// Asks the remote sender for a key frame.
+    pub async fn request_keyframe(&self) {
+        let remote = lock(&self.remote_video).clone();
+        if let Some((track, ssrc)) = remote {
+            let _ = track
+                .write_rtcp(vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                })])
+                .await;
+        }
+    }
+
+    pub fn connection(&self) -> &Arc<dyn PeerConnection> {
+        &self.pc
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}

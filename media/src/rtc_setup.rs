@@ -1,0 +1,211 @@
+//! Peer-connection set-up shared by the server's relay and the client:
+//! codecs, interceptors, and the interceptor that surfaces keyframe requests.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use webrtc::peer_connection::{MediaEngine, Registry, register_default_interceptors};
+
+/// The video codec both legs of a call use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+impl VideoCodec {
+    /// VP8 when both offers have it, else H.264 when both have that.
+    pub fn choose(offers: [&str; 2]) -> Option<VideoCodec> {
+        let has = |sdp: &str, name: &str| {
+            sdp.lines().any(|l| {
+                l.starts_with("a=rtpmap:")
+                    && l.to_ascii_uppercase().contains(&format!(" {name}/90000"))
+            })
+        };
+        if offers.iter().all(|o| has(o, "VP8")) {
+            Some(VideoCodec::Vp8)
+        } else if offers.iter().all(|o| has(o, "H264")) {
+            Some(VideoCodec::H264)
+        } else {
+            None
+        }
+    }
+    pub fn mime(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "video/VP8",
+            VideoCodec::H264 => "video/H264",
+        }
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(t, p)| RTCPFeedback {
+        typ: t.into(),
+        parameter: p.into(),
+    })
+    .collect()
+}
+
+fn codec(
+    mime: &str,
+    clock_rate: u32,
+    channels: u16,
+    fmtp: &str,
+    fb: Vec<RTCPFeedback>,
+    pt: u8,
+) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: fb,
+        },
+        payload_type: pt,
+    }
+}
+
+/// Opus plus exactly one video codec (with its RTX), for one leg.
+pub fn media_engine(video: VideoCodec) -> webrtc::error::Result<MediaEngine> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        codec(
+            "audio/opus",
+            48000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+            111,
+        ),
+        RtpCodecKind::Audio,
+    )?;
+    let rtx = |pt: u8, apt: u8| codec("video/rtx", 90000, 0, &format!("apt={apt}"), vec![], pt);
+    match video {
+        VideoCodec::Vp8 => {
+            me.register_codec(
+                codec("video/VP8", 90000, 0, "", video_feedback(), 96),
+                RtpCodecKind::Video,
+            )?;
+            me.register_codec(rtx(97, 96), RtpCodecKind::Video)?;
+        }
+        VideoCodec::H264 => {
+            for (pt, rtx_pt, fmtp) in [
+                (
+                    102,
+                    103,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+                ),
+                (
+                    125,
+                    107,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                ),
+                (
+                    108,
+                    109,
+                    "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
+                ),
+            ] {
+                me.register_codec(
+                    codec("video/H264", 90000, 0, fmtp, video_feedback(), pt),
+                    RtpCodecKind::Video,
+                )?;
+                me.register_codec(rtx(rtx_pt, pt), RtpCodecKind::Video)?;
+            }
+        }
+    }
+    Ok(me)
+}
+
+/// The default interceptors (NACK both ways, RTCP reports, TWCC feedback)
+/// plus one that hands keyframe requests to the application.
+pub fn interceptors(me: &mut MediaEngine) -> webrtc::error::Result<Registry> {
+    Ok(register_default_interceptors(Registry::new(), me)?
+        .with(Slot::from(14_000), KeyframeRequests::default()))
+}
+
+/// Marks PLI and FIR for delivery to the application, one packet per
+/// request so that each is routed by its own media SSRC. Other RTCP was
+/// already consumed by the interceptors before this one.
+#[derive(Default)]
+pub struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+pub fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(pkts) = &msg.message.packet {
+            for p in pkts.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                let mut message = msg.message.clone();
+                message.packet = Packet::Rtcp(vec![p.clone()]);
+                message.add(Attribute::DeliverToApplication);
+                self.read.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: msg.transport,
+                    message,
+                });
+            }
+            return Ok(());
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_choice() {
+        let vp8 = "a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        let h264 = "a=rtpmap:102 H264/90000\r\n";
+        assert_eq!(VideoCodec::choose([vp8, vp8]), Some(VideoCodec::Vp8));
+        assert_eq!(VideoCodec::choose([vp8, h264]), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::choose(["a=rtpmap:96 VP8/90000", h264]), None);
+    }
+}
