@@ -753,7 +753,7 @@ fn arb_input() -> impl Strategy<Value = (u8, u8, u8)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, .. ProptestConfig::default() })]
     #[test]
     fn state_machine_never_breaks(script in proptest::collection::vec(arb_input(), 1..60)) {
         let mut h = H::new();

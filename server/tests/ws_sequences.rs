@@ -1,0 +1,513 @@
+//! A scripted WebSocket client walks every sequence of the protocol against
+//! a real server (real sockets, real SDP, the real relay) and checks the
+//! exact messages each side receives.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const SILENCE: Duration = Duration::from_millis(300);
+
+fn call_json(from: &str, to: &str, sdp: &str) -> String {
+    shared_proto::encode(&shared_proto::ClientMsg::Call {
+        from: from.into(),
+        to: to.into(),
+        sdp_offer: sdp.into(),
+    })
+}
+
+fn accept_json(from: &str, sdp: &str) -> String {
+    shared_proto::encode(&shared_proto::ClientMsg::accept(from, sdp))
+}
+
+fn assert_answer(msg: &str, prefix: &str) {
+    assert!(msg.starts_with(prefix), "got {msg}");
+    let parsed = shared_proto::decode_server(msg).unwrap();
+    let sdp = match parsed {
+        shared_proto::ServerMsg::CallResponse {
+            sdp_answer: Some(s),
+            ..
+        } => s,
+        shared_proto::ServerMsg::StartCommunication { sdp_answer } => s_or(sdp_answer),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        sdp.starts_with("v=0\r\n") && sdp.contains("a=setup:") && sdp.contains("VP8/90000"),
+        "{sdp}"
+    );
+}
+
+fn s_or(s: String) -> String {
+    s
+}
+
+/// alice calls bob and bob accepts; returns both sockets in the call.
+async fn established(server: &one2one_server::Server) -> (Ws, Ws) {
+    let mut alice = Ws::user(server, "alice").await;
+    let mut bob = Ws::user(server, "bob").await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", &offer_b)).await;
+    assert_answer(
+        &bob.recv_signal().await,
+        r#"{"id":"startCommunication","sdpAnswer":"v=0"#,
+    );
+    assert_answer(
+        &alice.recv_signal().await,
+        r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#,
+    );
+    (alice, bob)
+}
+
+#[tokio::test]
+async fn success_then_caller_hangs_up() {
+    let server = start_server(default_config()).await;
+    let (mut alice, mut bob) = established(&server).await;
+    alice.send(r#"{"id":"stop"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
+        .await;
+    alice.expect_silence(SILENCE).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn callee_hangs_up() {
+    let server = start_server(default_config()).await;
+    let (mut alice, mut bob) = established(&server).await;
+    bob.send(r#"{"id":"stop"}"#).await;
+    alice
+        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
+        .await;
+    bob.expect_silence(SILENCE).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_candidates_carry_kurento_tags() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", &offer_b)).await;
+    let mut saw_candidate = false;
+    for _ in 0..20 {
+        let m = alice.recv().await;
+        if m.starts_with(r#"{"id":"iceCandidate","candidate":{"candidate":"candidate:"#) {
+            assert!(m.ends_with(r#","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}"#), "{m}");
+            saw_candidate = true;
+        }
+        if saw_candidate && m.starts_with(r#"{"id":"callResponse""#) {
+            break;
+        }
+    }
+    assert!(saw_candidate, "alice got no iceCandidate");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejected() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#).await;
+    alice
+        .expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#)
+        .await;
+    bob.expect_silence(SILENCE).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn busy_callee_is_not_disturbed() {
+    let server = start_server(default_config()).await;
+    let (mut alice, mut bob) = established(&server).await;
+    let mut carol = Ws::user(&server, "carol").await;
+    carol.send(&call_json("carol", "bob", "v=0\r\n")).await;
+    carol
+        .expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#)
+        .await;
+    bob.expect_silence(SILENCE).await;
+    // A browser that is busy auto-rejects with "bussy"; the caller learns it is busy.
+    let mut dave = Ws::user(&server, "dave").await;
+    dave.send(&call_json("dave", "carol", "v=0\r\n")).await;
+    carol.expect(r#"{"id":"incomingCall","from":"dave"}"#).await;
+    carol.send(r#"{"id":"incomingCallResponse","from":"dave","callResponse":"reject","message":"bussy"}"#).await;
+    dave.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#)
+        .await;
+    // bob hangs up: only alice hears of it.
+    bob.send(r#"{"id":"stop"}"#).await;
+    alice
+        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
+        .await;
+    carol.expect_silence(SILENCE).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_user_and_self_call() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    alice.send(&call_json("alice", "zed", "v=0\r\n")).await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#).await;
+    alice.send(&call_json("alice", "alice", "v=0\r\n")).await;
+    alice
+        .expect(
+            r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#,
+        )
+        .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn caller_cancels_and_caller_closes_while_ringing() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    alice.send(r#"{"id":"stop"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#)
+        .await;
+
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    alice.close().await;
+    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#)
+        .await;
+    // The original's reply to a late answer.
+    bob.send(&accept_json("alice", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#)
+        .await;
+    // alice's name is free again.
+    let _again = Ws::user(&server, "alice").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn callee_closes_while_ringing() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.close().await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"User bob is no longer available"}"#).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ring_timeout() {
+    let mut config = default_config();
+    config.signaling.ring_timeout = Duration::from_millis(300);
+    let server = start_server(config).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    alice
+        .expect(r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#)
+        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"no answer"}"#)
+        .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_during_setup_releases_everything() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", &offer_b)).await;
+    bob.close().await;
+    // Either the media was not ready yet (the call never started) or it just
+    // was (the call started and ended); both are complete, exact sequences.
+    let first = alice.recv_signal().await;
+    if first.starts_with(r#"{"id":"callResponse","response":"accepted""#) {
+        alice
+            .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
+            .await;
+    } else {
+        assert_eq!(
+            first,
+            r#"{"id":"callResponse","response":"rejected","message":"remote user hanged out"}"#
+        );
+    }
+    wait_for_metric(&server, "one2one_active_calls 0").await;
+    alice.expect_silence(SILENCE).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_mid_call() {
+    let server = start_server(default_config()).await;
+    let (mut alice, bob) = established(&server).await;
+    bob.close().await;
+    alice
+        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
+        .await;
+    wait_for_metric(&server, "one2one_registered_users 1").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn third_party_cannot_answer_or_stop() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let mut eve = Ws::user(&server, "eve").await;
+    alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    eve.send(&accept_json("alice", "v=0\r\n")).await;
+    eve.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#)
+        .await;
+    eve.send(r#"{"id":"stop"}"#).await;
+    eve.send(r#"{"id":"onIceCandidate","candidate":{"candidate":"candidate:1 1 udp 1 10.9.9.9 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#).await;
+    alice.expect_silence(SILENCE).await;
+    bob.expect_silence(Duration::ZERO).await;
+    bob.send(r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#).await;
+    alice
+        .expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#)
+        .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn registration_rules() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut other = Ws::connect(&server, "other").await;
+    other
+        .send(r#"{"id":"call","from":"x","to":"alice","sdpOffer":"v=0"}"#)
+        .await;
+    other
+        .expect(r#"{"id":"error","message":"You must register before sending `call`"}"#)
+        .await;
+    other.send(r#"{"id":"register","name":"alice"}"#).await;
+    other.expect(r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#).await;
+    other.send(r#"{"id":"register","name":""}"#).await;
+    other
+        .expect(r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#)
+        .await;
+    alice.send(r#"{"id":"register","name":"alice2"}"#).await;
+    alice.expect(r#"{"id":"registerResponse","response":"rejected ","message":"This connection is already registered as alice"}"#).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_socket_stays_usable() {
+    let server = start_server(default_config()).await;
+    let mut ws = Ws::connect(&server, "fuzzy").await;
+    let cases: &[(&str, &str)] = &[
+        (
+            "hello",
+            r#"{"id":"error","message":"invalid message: not JSON (expected value at line 1 column 1)"}"#,
+        ),
+        (
+            "[]",
+            r#"{"id":"error","message":"invalid message: expected a JSON object"}"#,
+        ),
+        (
+            r#"{"name":"a"}"#,
+            r#"{"id":"error","message":"invalid message: missing field `id`"}"#,
+        ),
+        (
+            r#"{"id":"dance"}"#,
+            r#"{"id":"error","message":"invalid message: unknown id `dance`"}"#,
+        ),
+        (
+            r#"{"id":"register"}"#,
+            r#"{"id":"error","message":"invalid `register` message: missing field `name`"}"#,
+        ),
+        (
+            r#"{"id":"register","name":42}"#,
+            r#"{"id":"error","message":"invalid `register` message: invalid type: integer `42`, expected a string"}"#,
+        ),
+    ];
+    for (input, want) in cases {
+        ws.send(input).await;
+        ws.expect(want).await;
+    }
+    ws.send_raw(Message::Binary(vec![1u8, 2, 3].into())).await;
+    ws.expect(r#"{"id":"error","message":"invalid message: binary frames are not supported, send JSON text"}"#).await;
+    let big = format!(r#"{{"id":"register","name":"{}"}}"#, "x".repeat(70 * 1024));
+    ws.send(&big).await;
+    ws.expect(&format!(r#"{{"id":"error","message":"invalid message: {} bytes is over the limit of 65536 bytes"}}"#, big.len()))
+        .await;
+    // Still usable.
+    ws.send(r#"{"id":"register","name":"fuzzy"}"#).await;
+    ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#)
+        .await;
+    // Far beyond the limit: the socket is closed with 1009.
+    ws.send(&"y".repeat(1024 * 1024)).await;
+    let closed = ws.recv().await;
+    assert!(
+        closed.starts_with("CLOSE Some(CloseFrame { code: Size"),
+        "{closed}"
+    );
+    wait_for_metric(&server, "one2one_registered_users 0").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit() {
+    let mut config = default_config();
+    config.limits.rate_per_sec = 5.0;
+    config.limits.burst = 10.0;
+    config.limits.max_violations = 1000;
+    let server = start_server(config).await;
+    let mut ws = Ws::connect(&server, "chatty").await;
+    for _ in 0..30 {
+        ws.send(r#"{"id":"dance"}"#).await;
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        if ws.recv().await == r#"{"id":"error","message":"rate limit exceeded: message dropped"}"# {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 15, "only {limited} of 30 messages were limited");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_users() {
+    let server = start_server(default_config()).await;
+    let (mut alice, mut bob) = established(&server).await;
+    server.shutdown().await;
+    alice
+        .expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#)
+        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#)
+        .await;
+    let closed = alice.recv().await;
+    assert!(
+        closed.contains("Away") && closed.contains("server shutting down"),
+        "{closed}"
+    );
+}
+
+#[tokio::test]
+async fn health_metrics_and_client_config() {
+    let mut config = default_config();
+    config.ice_servers = vec![one2one_server::IceServer {
+        urls: vec!["turn:turn.example.org:3478".into()],
+        username: Some("u".into()),
+        credential: Some("p".into()),
+    }];
+    let server = start_server(config).await;
+    let get = |path: &'static str| {
+        let addr = server.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    assert!(get("/healthz").await.ends_with("ok\n"));
+    let cfg = get("/api/config").await;
+    assert!(cfg.ends_with(r#"{"iceServers":[{"credential":"p","urls":["turn:turn.example.org:3478"],"username":"u"}]}"#), "{cfg}");
+    let page = get("/").await;
+    assert!(page.contains("<video") && page.contains("app.js"), "{page}");
+    let _a = Ws::user(&server, "alice").await;
+    let m = get("/metrics").await;
+    for needle in [
+        "one2one_registered_users 1",
+        "one2one_active_calls 0",
+        "one2one_relayed_packets_total 0",
+        "one2one_relayed_bytes_total 0",
+        "# TYPE one2one_call_setup_seconds histogram",
+        "one2one_call_setup_seconds_bucket{le=\"+Inf\"} 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing in\n{m}");
+    }
+    server.shutdown().await;
+}
+
+async fn wait_for_metric(server: &one2one_server::Server, needle: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let m = server.metrics.render();
+        if m.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{needle} never showed in\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_from_many_sockets_never_breaks_the_server() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let pieces = [
+        r#"{"id":"call","to":"alice","sdpOffer":"v=0"}"#,
+        r#"{"id":"register","name":"alice"}"#,
+        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":""}"#,
+        r#"{"id":"onIceCandidate","candidate":{"candidate":"\u0000","sdpMLineIndex":65535}}"#,
+        r#"{"id":"stop"}"#,
+        "{",
+        "}",
+        "\"",
+        "null",
+        "[[[[[[[[[[",
+        "\u{feff}",
+        "💥",
+        r#"{"id":{"id":"stop"}}"#,
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = 0;
+    for conn in 0..10 {
+        let mut ws = Ws::connect(&server, &format!("garbage{conn}")).await;
+        if conn % 2 == 0 {
+            ws.send(&format!(r#"{{"id":"register","name":"g{conn}"}}"#))
+                .await;
+        }
+        for _ in 0..100 {
+            let n = (next() % 4) as usize + 1;
+            let text: String = (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            ws.send(&text).await;
+            sent += 1;
+        }
+        ws.close().await;
+    }
+    // The server still works for everyone else. (The garbage rang alice
+    // too; those calls ended when their sockets closed.)
+    let mut bob = Ws::user(&server, "bob").await;
+    wait_for_metric(&server, "one2one_active_calls 0").await;
+    bob.send(&call_json("bob", "alice", "v=0\r\n")).await;
+    while alice.recv_signal().await != r#"{"id":"incomingCall","from":"bob"}"# {}
+    println!("{sent} garbage frames sent on 10 sockets");
+    server.shutdown().await;
+}
