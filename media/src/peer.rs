@@ -84,9 +84,12 @@ pub enum PeerEvent {
 
 pub type PeerEvents = mpsc::UnboundedSender<PeerEvent>;
 
+/// The remote video track and its SSRC, once it arrives (for PLIs).
+type RemoteVideo = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
+
 struct Handler {
     events: PeerEvents,
-    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
+    remote_video: RemoteVideo,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,11 +123,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-async fn receive(
-    track: Arc<dyn TrackRemote>,
-    events: PeerEvents,
-    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
-) {
+async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: RemoteVideo) {
     let kind = track.kind().await;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     if kind == RtpCodecKind::Video {
@@ -179,7 +178,7 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     audio: Outgoing,
     video: Outgoing,
-    remote_video: Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>,
+    remote_video: RemoteVideo,
     /// Remote candidates waiting for the answer.
     pending: Mutex<Option<Vec<RTCIceCandidateInit>>>,
 }

@@ -102,13 +102,16 @@ impl PortPool {
     }
 }
 
+/// A call's command queue and the task that applies it.
+type CallTask = (mpsc::UnboundedSender<MediaCmd>, tokio::task::JoinHandle<()>);
+
 struct Shared {
     cfg: RelayConfig,
     events: EventSink,
     metrics: Arc<Metrics>,
     runtime: Arc<dyn Runtime>,
     ports: Mutex<PortPool>,
-    calls: Mutex<HashMap<CallId, (mpsc::UnboundedSender<MediaCmd>, tokio::task::JoinHandle<()>)>>,
+    calls: Mutex<HashMap<CallId, CallTask>>,
 }
 
 pub struct RelayBackend {
@@ -310,7 +313,7 @@ async fn forward(
     tracing::debug!(%call, leg = ?from, ?kind, ssrc, "forwarding track");
     while let Some(ev) = track.poll().await {
         if let TrackRemoteEvent::OnRtpPacket(mut p) = ev {
-            let size = 12 + 4 * usize::from(p.header.csrc.len()) + p.payload.len();
+            let size = 12 + 4 * p.header.csrc.len() + p.payload.len();
             p.header.ssrc = out_ssrc;
             p.header.payload_type = out_pt;
             if p.header.extension {
@@ -473,8 +476,7 @@ async fn setup_call(
     let mut ios = Vec::new();
     let mut answers = Vec::new();
     for (leg, offer) in [Leg::Caller, Leg::Callee].into_iter().zip(offers) {
-        let (pc, io, answer) = build_leg(shared, call, leg, offer, video, io_cell, legs).await?;
-        let _ = pc;
+        let (io, answer) = build_leg(shared, call, leg, offer, video, io_cell, legs).await?;
         ios.push(io);
         answers.push(answer);
     }
@@ -499,7 +501,7 @@ async fn build_leg(
     video: VideoCodec,
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
-) -> Result<((), LegIo, String), String> {
+) -> Result<(LegIo, String), String> {
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     let mut me = media_engine(video).map_err(|e| err("media engine", &e))?;
     let registry = interceptors(&mut me).map_err(|e| err("interceptors", &e))?;
@@ -644,7 +646,7 @@ async fn build_leg(
         video_pt,
         remote_video: Mutex::new(None),
     };
-    Ok(((), io, sdp))
+    Ok((io, sdp))
 }
 
 fn local_track(
