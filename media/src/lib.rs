@@ -6,6 +6,8 @@
 pub mod analysis;
 #[cfg(feature = "codecs")]
 pub mod audio;
+pub mod files;
+pub mod pattern;
 pub mod peer;
 pub mod rtc_setup;
 #[cfg(feature = "codecs")]

@@ -1,0 +1,528 @@
+//! Media sources and sinks of the softphone, and the per-call pipelines:
+//! source → encoder → peer, and peer → jitter buffer / decoder → recorder
+//! and stats.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use one2one_media::I420Frame;
+use one2one_media::analysis::rms;
+use one2one_media::audio::{FRAME_SAMPLES, OpusDecoder, OpusEncoder, SAMPLE_RATE, Tone};
+use one2one_media::files::{WavWriter, Y4mReader, Y4mWriter, read_wav};
+use one2one_media::pattern::{self, TestPattern};
+use one2one_media::peer::Peer;
+use one2one_media::vp8;
+
+use crate::model::exit;
+
+/// `--video camera[:N] | test | FILE.y4m | none`
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoSpec {
+    Camera(Option<u32>),
+    Test,
+    File(PathBuf),
+    None,
+}
+
+impl FromStr for VideoSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "test" => VideoSpec::Test,
+            "none" => VideoSpec::None,
+            "camera" => VideoSpec::Camera(None),
+            _ if s.starts_with("camera:") => VideoSpec::Camera(Some(
+                s[7..]
+                    .parse()
+                    .map_err(|_| format!("bad camera index in {s:?}"))?,
+            )),
+            _ if s.ends_with(".y4m") => VideoSpec::File(PathBuf::from(s)),
+            _ => return Err("expected camera[:N], test, FILE.y4m or none".into()),
+        })
+    }
+}
+
+/// `--audio mic[:NAME] | tone[:HZ] | FILE.wav | none`
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioSpec {
+    Mic(Option<String>),
+    Tone(f32),
+    File(PathBuf),
+    None,
+}
+
+impl FromStr for AudioSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => AudioSpec::None,
+            "mic" => AudioSpec::Mic(None),
+            "tone" => AudioSpec::Tone(440.0),
+            _ if s.starts_with("mic:") => AudioSpec::Mic(Some(s[4..].to_owned())),
+            _ if s.starts_with("tone:") => {
+                let hz: f32 = s[5..]
+                    .parse()
+                    .map_err(|_| format!("bad frequency in {s:?}"))?;
+                if !(20.0..=20_000.0).contains(&hz) {
+                    return Err("tone frequency must be 20 to 20000 Hz".into());
+                }
+                AudioSpec::Tone(hz)
+            }
+            _ if s.ends_with(".wav") => AudioSpec::File(PathBuf::from(s)),
+            _ => return Err("expected mic[:NAME], tone[:HZ], FILE.wav or none".into()),
+        })
+    }
+}
+
+/// A source or sink that cannot be opened; carries its exit code.
+#[derive(Debug)]
+pub struct DeviceError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+fn device_err(message: impl Into<String>) -> DeviceError {
+    DeviceError {
+        message: message.into(),
+        code: exit::NO_DEVICE,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where raw video comes from.
+pub enum VideoSource {
+    Test {
+        pattern: TestPattern,
+        counter: u32,
+    },
+    File {
+        reader: Y4mReader<BufReader<File>>,
+        path: PathBuf,
+    },
+}
+
+impl VideoSource {
+    /// Opens the source; `None` for `--video none`.
+    pub fn open(spec: &VideoSpec, size: (u32, u32)) -> Result<Option<VideoSource>, DeviceError> {
+        match spec {
+            VideoSpec::None => Ok(None),
+            VideoSpec::Test => Ok(Some(VideoSource::Test {
+                pattern: TestPattern::new(size.0, size.1),
+                counter: 0,
+            })),
+            VideoSpec::File(path) => Ok(Some(VideoSource::File {
+                reader: open_y4m(path)?,
+                path: path.clone(),
+            })),
+            VideoSpec::Camera(_) => {
+                let cameras = std::fs::read_dir("/dev")
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().starts_with("video"))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if cameras == 0 {
+                    Err(device_err(
+                        "no camera found (no /dev/video*); use --video test for moving colour bars, or --video FILE.y4m",
+                    ))
+                } else {
+                    Err(device_err(
+                        "camera capture is not available in this build yet; use --video test or --video FILE.y4m",
+                    ))
+                }
+            }
+        }
+    }
+
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            VideoSource::Test { pattern, .. } => (pattern.width(), pattern.height()),
+            VideoSource::File { reader, .. } => (reader.width(), reader.height()),
+        }
+    }
+
+    pub fn fps(&self, default: u32) -> u32 {
+        match self {
+            VideoSource::Test { .. } => default,
+            VideoSource::File { reader, .. } => (reader.fps().round() as u32).clamp(1, 60),
+        }
+    }
+
+    /// The next frame (files loop at their end).
+    pub fn next_frame(&mut self) -> Option<I420Frame> {
+        match self {
+            VideoSource::Test { pattern, counter } => {
+                let f = pattern.frame(*counter, now_ms()).clone();
+                *counter = counter.wrapping_add(1);
+                Some(f)
+            }
+            VideoSource::File { reader, path } => match reader.next_frame() {
+                Ok(Some(f)) => Some(f),
+                _ => {
+                    *reader = open_y4m(path).ok()?;
+                    reader.next_frame().ok().flatten()
+                }
+            },
+        }
+    }
+}
+
+fn open_y4m(path: &Path) -> Result<Y4mReader<BufReader<File>>, DeviceError> {
+    let f = File::open(path).map_err(|e| device_err(format!("--video {}: {e}", path.display())))?;
+    Y4mReader::open(BufReader::new(f))
+        .map_err(|e| device_err(format!("--video {}: {e}", path.display())))
+}
+
+/// Where raw audio comes from: 20 ms mono frames at 48 kHz.
+pub enum AudioSource {
+    Tone(Tone),
+    File { samples: Vec<i16>, pos: usize },
+}
+
+impl AudioSource {
+    pub fn open(spec: &AudioSpec) -> Result<Option<AudioSource>, DeviceError> {
+        match spec {
+            AudioSpec::None => Ok(None),
+            AudioSpec::Tone(hz) => Ok(Some(AudioSource::Tone(Tone::new(*hz, 0.3)))),
+            AudioSpec::File(path) => {
+                let f = File::open(path)
+                    .map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
+                let (rate, channels, pcm) = read_wav(BufReader::new(f))
+                    .map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
+                if rate != SAMPLE_RATE {
+                    return Err(device_err(format!(
+                        "--audio {}: {rate} Hz; only 48000 Hz WAV files are supported",
+                        path.display()
+                    )));
+                }
+                let ch = usize::from(channels.max(1));
+                let mono: Vec<i16> = pcm
+                    .chunks(ch)
+                    .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / ch as i32) as i16)
+                    .collect();
+                if mono.is_empty() {
+                    return Err(device_err(format!(
+                        "--audio {}: no samples",
+                        path.display()
+                    )));
+                }
+                Ok(Some(AudioSource::File {
+                    samples: mono,
+                    pos: 0,
+                }))
+            }
+            AudioSpec::Mic(_) => Err(device_err(
+                "microphone capture is not available in this build yet; use --audio tone[:HZ] or --audio FILE.wav",
+            )),
+        }
+    }
+
+    pub fn fill(&mut self, out: &mut [i16]) {
+        match self {
+            AudioSource::Tone(t) => t.fill(out),
+            AudioSource::File { samples, pos } => {
+                for s in out {
+                    *s = samples[*pos];
+                    *pos = (*pos + 1) % samples.len();
+                }
+            }
+        }
+    }
+}
+
+/// Counters shared between the pipelines and the stats line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames_decoded: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub audio_packets: AtomicU64,
+    pub width: AtomicU64,
+    pub height: AtomicU64,
+    /// Microseconds; 0 = none measured yet.
+    pub latency_us_last: AtomicU64,
+    /// Mean absolute level of the last received audio, in 1/10000.
+    pub audio_level: AtomicU64,
+    pub remote_pattern_frames: AtomicU64,
+}
+
+/// Sends video: a dedicated thread paces, captures and encodes; the
+/// encoded frames go to the peer from the runtime.
+pub fn start_video_sender(
+    mut source: VideoSource,
+    fps: u32,
+    bitrate_kbps: u32,
+    peer: Arc<Peer>,
+    keyframe: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> Result<std::thread::JoinHandle<()>, DeviceError> {
+    let (w, h) = source.size();
+    let fps = source.fps(fps);
+    let mut enc = vp8::Encoder::new(&vp8::EncoderConfig {
+        width: w,
+        height: h,
+        fps,
+        bitrate_kbps,
+        ..Default::default()
+    })
+    .map_err(|e| DeviceError {
+        message: format!("VP8 encoder: {e}"),
+        code: exit::MEDIA_FAILED,
+    })?;
+    let rt = tokio::runtime::Handle::current();
+    let frame_time = Duration::from_secs_f64(1.0 / f64::from(fps));
+    std::thread::Builder::new()
+        .name("video-send".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            keyframe.store(true, Relaxed);
+            while !stop.load(Relaxed) {
+                let Some(frame) = source.next_frame() else {
+                    break;
+                };
+                let force = keyframe.swap(false, Relaxed);
+                match enc.encode(&frame, force) {
+                    Ok(out) => {
+                        for f in out {
+                            counters.bytes_out.fetch_add(f.data.len() as u64, Relaxed);
+                            counters.frames_sent.fetch_add(1, Relaxed);
+                            let peer = peer.clone();
+                            let data = Bytes::from(f.data);
+                            rt.spawn(async move { peer.send_video(data, frame_time).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "encoding failed"),
+                }
+                next += frame_time;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now; // late: drop the schedule, not frames
+                }
+            }
+        })
+        .map_err(|e| DeviceError {
+            message: format!("video thread: {e}"),
+            code: exit::MEDIA_FAILED,
+        })
+}
+
+/// Sends audio: one 20 ms Opus packet per tick.
+pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters: Arc<Counters>) {
+    let Ok(mut enc) = OpusEncoder::new(1, 32_000) else {
+        return;
+    };
+    let mut pcm = vec![0i16; FRAME_SAMPLES];
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        tick.tick().await;
+        source.fill(&mut pcm);
+        let Ok(pkt) = enc.encode(&pcm) else { continue };
+        counters.bytes_out.fetch_add(pkt.len() as u64, Relaxed);
+        if peer
+            .send_audio(Bytes::from(pkt), Duration::from_millis(20))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Recording of what arrives (`--record-remote PATH`): PATH.y4m and PATH.wav.
+pub struct Recorder {
+    base: PathBuf,
+    video: Option<Y4mWriter<BufWriter<File>>>,
+    video_size: (u32, u32),
+    audio: Option<WavWriter<BufWriter<File>>>,
+}
+
+impl Recorder {
+    pub fn new(base: &Path) -> Recorder {
+        Recorder {
+            base: base.to_owned(),
+            video: None,
+            video_size: (0, 0),
+            audio: None,
+        }
+    }
+
+    fn path(&self, ext: &str) -> PathBuf {
+        let mut p = self.base.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    }
+
+    /// Writes a frame; a new size starts the file again (the last size wins).
+    pub fn video(&mut self, f: &I420Frame) {
+        if self.video.is_none() || self.video_size != (f.width, f.height) {
+            self.video = File::create(self.path(".y4m"))
+                .ok()
+                .and_then(|file| Y4mWriter::new(BufWriter::new(file), f.width, f.height, 30).ok());
+            self.video_size = (f.width, f.height);
+        }
+        if let Some(w) = self.video.as_mut() {
+            let _ = w.write_frame(f);
+        }
+    }
+
+    pub fn audio(&mut self, pcm: &[i16]) {
+        if self.audio.is_none() {
+            self.audio = File::create(self.path(".wav"))
+                .ok()
+                .and_then(|f| WavWriter::new(BufWriter::new(f), SAMPLE_RATE, 1).ok());
+        }
+        if let Some(w) = self.audio.as_mut() {
+            let _ = w.write_samples(pcm);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(w) = self.video.take() {
+            drop(w);
+        }
+        if let Some(w) = self.audio.take() {
+            let _ = w.finish();
+        }
+    }
+}
+
+/// Decodes received VP8 on its own thread; measures glass-to-glass latency
+/// when the remote sends the test pattern.
+pub fn start_video_receiver(
+    rx: std::sync::mpsc::Receiver<(Bytes, Instant)>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    counters: Arc<Counters>,
+    keyframe_needed: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(mut dec) = vp8::Decoder::new() else {
+            return;
+        };
+        while let Ok((data, _arrived)) = rx.recv() {
+            counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
+            match dec.decode(&data) {
+                Ok(frames) => {
+                    for f in frames {
+                        counters.frames_decoded.fetch_add(1, Relaxed);
+                        counters.width.store(u64::from(f.width), Relaxed);
+                        counters.height.store(u64::from(f.height), Relaxed);
+                        if let Some(info) = pattern::decode(&f) {
+                            let now = now_ms() & ((1 << 48) - 1);
+                            if now >= info.capture_ms {
+                                counters
+                                    .latency_us_last
+                                    .store((now - info.capture_ms).max(1) * 1000, Relaxed);
+                            }
+                            counters.remote_pattern_frames.fetch_add(1, Relaxed);
+                        }
+                        if let Some(r) = &recorder
+                            && let Ok(mut r) = r.lock()
+                        {
+                            r.video(&f);
+                        }
+                    }
+                }
+                Err(_) => keyframe_needed.store(true, Relaxed),
+            }
+        }
+    })
+}
+
+/// A small reordering buffer for Opus: packets are decoded in sequence
+/// order; a gap is concealed once three later packets are waiting.
+pub struct AudioReceiver {
+    dec: OpusDecoder,
+    next_seq: Option<u16>,
+    waiting: BTreeMap<u16, Bytes>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    counters: Arc<Counters>,
+}
+
+const JITTER_PACKETS: usize = 3;
+
+impl AudioReceiver {
+    pub fn new(
+        recorder: Option<Arc<Mutex<Recorder>>>,
+        counters: Arc<Counters>,
+    ) -> Option<AudioReceiver> {
+        Some(AudioReceiver {
+            dec: OpusDecoder::new(1).ok()?,
+            next_seq: None,
+            waiting: BTreeMap::new(),
+            recorder,
+            counters,
+        })
+    }
+
+    pub fn push(&mut self, seq: u16, data: Bytes) {
+        self.counters.audio_packets.fetch_add(1, Relaxed);
+        self.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        let next = *self.next_seq.get_or_insert(seq);
+        // Older than what was played: too late.
+        if seq.wrapping_sub(next) > u16::MAX / 2 {
+            return;
+        }
+        self.waiting.insert(seq.wrapping_sub(next), data);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let Some(next) = self.next_seq else { return };
+            // Keys are offsets from `next`; re-key lazily.
+            if let Some(data) = self.waiting.remove(&0) {
+                self.play(&data);
+            } else if self.waiting.len() >= JITTER_PACKETS {
+                self.play(&[]);
+            } else {
+                return;
+            }
+            self.next_seq = Some(next.wrapping_add(1));
+            self.waiting = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .map(|(k, v)| (k.wrapping_sub(1), v))
+                .collect();
+        }
+    }
+
+    fn play(&mut self, data: &[u8]) {
+        let Ok(pcm) = self.dec.decode(data) else {
+            return;
+        };
+        self.counters
+            .audio_level
+            .store((rms(pcm) * 10_000.0) as u64, Relaxed);
+        if let Some(r) = &self.recorder
+            && let Ok(mut r) = r.lock()
+        {
+            r.audio(pcm);
+        }
+    }
+}
