@@ -119,7 +119,9 @@ impl<R: BufRead> Y4mReader<R> {
         let header = read_line(&mut r, "header")?
             .ok_or_else(|| invalid_data("empty input, not a YUV4MPEG2 stream"))?;
         let header = String::from_utf8(header)
-            .map_err(|_| invalid_data("the y4m header is not ASCII text"))?;
+            .ok()
+            .filter(|h| h.is_ascii())
+            .ok_or_else(|| invalid_data("the y4m header is not ASCII text"))?;
         let mut params = header.split(' ').filter(|p| !p.is_empty());
         if params.next() != Some("YUV4MPEG2") {
             return Err(invalid_data(
@@ -151,12 +153,10 @@ impl<R: BufRead> Y4mReader<R> {
                     }
                     fps = f64::from(n) / f64::from(d);
                 }
-                "C" => {
-                    if !matches!(val, "420" | "420jpeg" | "420paldv" | "420mpeg2") {
-                        return Err(invalid_data(format!(
-                            "y4m colour space C{val} is not supported; only 8-bit 4:2:0 (C420*)"
-                        )));
-                    }
+                "C" if !matches!(val, "420" | "420jpeg" | "420paldv" | "420mpeg2") => {
+                    return Err(invalid_data(format!(
+                        "y4m colour space C{val} is not supported; only 8-bit 4:2:0 (C420*)"
+                    )));
                 }
                 // Interlacing, aspect ratio, extensions: not needed.
                 _ => {}
