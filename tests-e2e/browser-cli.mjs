@@ -18,7 +18,7 @@ function startClient(server, args) {
   createInterface({ input: proc.stdout }).on('line', (l) => {
     try { events.push(JSON.parse(l)); } catch { console.log(`[one2one] ${l}`); }
   });
-  const exited = new Promise((r) => proc.on('exit', (code) => r(code)));
+  const exited = new Promise((r) => proc.on('exit', (code, sig) => { console.log(`[${args[0]} ${args[1]}] exited ${code ?? sig} at ${Date.now() % 100000}`); r(code ?? sig); }));
   return {
     proc, events, exited,
     event: (name, ms = 20000) => until(`one2one event ${name}`, () => events.find((e) => e.event === name), ms),
@@ -114,7 +114,8 @@ try {
   await checkCanvas(dave, 'dave');
   const ended = await erin.event('call_ended', 30000);
   check('erin hangs up after --hangup-after', ended.reason === 'hung_up', JSON.stringify(ended));
-  check('erin exits with 0', (await erin.exited) === 0);
+  const erinCode = await erin.exited;
+  check('erin exits with 0', erinCode === 0, `exit code ${erinCode}`);
   await waitState(dave, 'idle');
   check('dave\'s page sees the call end', true);
   const lat = erin.events.filter((e) => e.event === 'stats').map((e) => e.stats.glass_to_glass_ms);

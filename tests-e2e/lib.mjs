@@ -75,10 +75,10 @@ export async function openClient(context, url, name) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
   await page.goto(url);
-  await page.waitForFunction(() => window.one2one !== undefined, null, { timeout: 10000 });
+  await page.waitForFunction(() => window.one2one !== undefined, null, { timeout: 20000 });
   if (name) {
     await page.evaluate((n) => window.one2one.register(n), name);
-    await page.waitForFunction(() => window.one2one.state === 'idle', null, { timeout: 10000 });
+    await page.waitForFunction(() => window.one2one.state === 'idle', null, { timeout: 20000 });
   }
   return page;
 }

@@ -431,7 +431,7 @@ impl Engine {
             height: c.height.load(Relaxed),
             bitrate_in_kbps: (bin.saturating_sub(last.2)) as f64 * 8.0 / dt / 1000.0,
             bitrate_out_kbps: (bout.saturating_sub(last.3)) as f64 * 8.0 / dt / 1000.0,
-            audio_level: c.audio_level.load(Relaxed) as f64 / 10_000.0,
+            audio_level: c.audio_level.swap(0, Relaxed) as f64 / 10_000.0,
             audio_packets: c.audio_packets.load(Relaxed),
             ..Default::default()
         };
@@ -455,9 +455,18 @@ impl Engine {
             }
             let (mut lost, mut got, mut jitter) = (0i64, 0u64, 0f64);
             for i in report.inbound_rtp_streams() {
-                lost += i.received_rtp_stream_stats.packets_lost;
-                got += i.received_rtp_stream_stats.packets_received;
-                jitter = jitter.max(i.received_rtp_stream_stats.jitter);
+                let r = &i.received_rtp_stream_stats;
+                lost += r.packets_lost;
+                got += r.packets_received;
+                // webrtc 0.21 reports jitter in RTP timestamp units.
+                let clock = if r.rtp_stream_stats.kind
+                    == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video
+                {
+                    90_000.0
+                } else {
+                    48_000.0
+                };
+                jitter = jitter.max(r.jitter / clock);
             }
             if got > 0 {
                 s.loss_pct = Some(100.0 * lost.max(0) as f64 / (got as f64 + lost.max(0) as f64));

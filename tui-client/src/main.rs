@@ -127,7 +127,13 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run(cli)),
+        Ok(rt) => {
+            let code = rt.block_on(run(cli));
+            // The stdin reader may still block on a pipe that never closes;
+            // don't wait for it.
+            rt.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("one2one: cannot start: {e}");
             exit::MEDIA_FAILED

@@ -264,7 +264,7 @@ pub struct Counters {
     pub height: AtomicU64,
     /// Microseconds; 0 = none measured yet.
     pub latency_us_last: AtomicU64,
-    /// Mean absolute level of the last received audio, in 1/10000.
+    /// RMS level of the loudest received 20 ms since the last stats, in 1/10000.
     pub audio_level: AtomicU64,
     pub remote_pattern_frames: AtomicU64,
 }
