@@ -8,10 +8,7 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> Option<f32> {
     }
     // Work on at most one second; it keeps the scan cheap and precise enough.
     let n = samples.len().min(sample_rate as usize);
-    let x: Vec<f32> = samples[samples.len() - n..]
-        .iter()
-        .map(|&s| f32::from(s))
-        .collect();
+    let x: Vec<f32> = samples[samples.len() - n..].iter().map(|&s| f32::from(s)).collect();
     let power = |f: f32| -> f32 {
         let w = std::f32::consts::TAU * f / sample_rate as f32;
         let coeff = 2.0 * w.cos();
@@ -24,19 +21,13 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> Option<f32> {
         s1 * s1 + s2 * s2 - coeff * s1 * s2
     };
     // Coarse scan in 10 Hz steps, then 1 Hz around the peak.
-    let coarse = (5..800)
-        .map(|k| k as f32 * 10.0)
-        .max_by(|a, b| power(*a).total_cmp(&power(*b)))?;
+    let coarse = (5..800).map(|k| k as f32 * 10.0).max_by(|a, b| power(*a).total_cmp(&power(*b)))?;
     let fine = ((coarse - 10.0) as i32..=(coarse + 10.0) as i32)
         .map(|f| f as f32)
         .max_by(|a, b| power(*a).total_cmp(&power(*b)))?;
     let (pl, pc, pr) = (power(fine - 1.0), power(fine), power(fine + 1.0));
     let denom = pl - 2.0 * pc + pr;
-    let offset = if denom.abs() > f32::EPSILON {
-        0.5 * (pl - pr) / denom
-    } else {
-        0.0
-    };
+    let offset = if denom.abs() > f32::EPSILON { 0.5 * (pl - pr) / denom } else { 0.0 };
     Some(fine + offset.clamp(-0.5, 0.5))
 }
 

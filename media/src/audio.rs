@@ -14,35 +14,21 @@ pub struct OpusEncoder {
 
 impl OpusEncoder {
     pub fn new(channels: usize, bitrate_bps: i32) -> Result<Self, MediaError> {
-        let ch = if channels == 2 {
-            opus::Channels::Stereo
-        } else {
-            opus::Channels::Mono
-        };
+        let ch = if channels == 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
         let mut inner = opus::Encoder::new(SAMPLE_RATE, ch, opus::Application::Voip)
             .map_err(|e| MediaError::Codec(format!("opus encoder: {e}")))?;
         inner
             .set_bitrate(opus::Bitrate::Bits(bitrate_bps))
             .map_err(|e| MediaError::Codec(format!("opus bitrate: {e}")))?;
-        Ok(OpusEncoder {
-            inner,
-            channels: if channels == 2 { 2 } else { 1 },
-            buf: vec![0; 1500],
-        })
+        Ok(OpusEncoder { inner, channels: if channels == 2 { 2 } else { 1 }, buf: vec![0; 1500] })
     }
 
     /// Encodes one 20 ms frame of interleaved samples.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, MediaError> {
         if pcm.len() != FRAME_SAMPLES * self.channels {
-            return Err(MediaError::Codec(format!(
-                "opus frame must be {} samples",
-                FRAME_SAMPLES * self.channels
-            )));
+            return Err(MediaError::Codec(format!("opus frame must be {} samples", FRAME_SAMPLES * self.channels)));
         }
-        let n = self
-            .inner
-            .encode(pcm, &mut self.buf)
-            .map_err(|e| MediaError::Codec(format!("opus encode: {e}")))?;
+        let n = self.inner.encode(pcm, &mut self.buf).map_err(|e| MediaError::Codec(format!("opus encode: {e}")))?;
         Ok(self.buf[..n].to_vec())
     }
 }
@@ -55,19 +41,10 @@ pub struct OpusDecoder {
 
 impl OpusDecoder {
     pub fn new(channels: usize) -> Result<Self, MediaError> {
-        let ch = if channels == 2 {
-            opus::Channels::Stereo
-        } else {
-            opus::Channels::Mono
-        };
-        let inner = opus::Decoder::new(SAMPLE_RATE, ch)
-            .map_err(|e| MediaError::Codec(format!("opus decoder: {e}")))?;
+        let ch = if channels == 2 { opus::Channels::Stereo } else { opus::Channels::Mono };
+        let inner = opus::Decoder::new(SAMPLE_RATE, ch).map_err(|e| MediaError::Codec(format!("opus decoder: {e}")))?;
         let channels = if channels == 2 { 2 } else { 1 };
-        Ok(OpusDecoder {
-            inner,
-            channels,
-            buf: vec![0; 5760 * channels],
-        })
+        Ok(OpusDecoder { inner, channels, buf: vec![0; 5760 * channels] })
     }
 
     pub fn channels(&self) -> usize {
@@ -94,11 +71,7 @@ pub struct Tone {
 
 impl Tone {
     pub fn new(hz: f32, amplitude: f32) -> Self {
-        Tone {
-            hz,
-            amplitude,
-            phase: 0.0,
-        }
+        Tone { hz, amplitude, phase: 0.0 }
     }
 
     /// Fills `out` (mono) with the next samples.

@@ -101,10 +101,7 @@ fn read_line(r: &mut impl BufRead, what: &str) -> io::Result<Option<Vec<u8>>> {
         return Err(if line.len() as u64 >= MAX_Y4M_LINE {
             invalid_data(format!("y4m {what} is longer than {MAX_Y4M_LINE} bytes"))
         } else {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("y4m stream ends inside the {what}"),
-            )
+            io::Error::new(io::ErrorKind::UnexpectedEof, format!("y4m stream ends inside the {what}"))
         });
     }
     Ok(Some(line))
@@ -116,32 +113,28 @@ impl<R: BufRead> Y4mReader<R> {
     /// (`420`, `420jpeg`, `420paldv`, `420mpeg2`) or missing. Anything else is
     /// an `InvalidData` error.
     pub fn open(mut r: R) -> io::Result<Self> {
-        let header = read_line(&mut r, "header")?
-            .ok_or_else(|| invalid_data("empty input, not a YUV4MPEG2 stream"))?;
+        let header = read_line(&mut r, "header")?.ok_or_else(|| invalid_data("empty input, not a YUV4MPEG2 stream"))?;
         let header = String::from_utf8(header)
             .ok()
             .filter(|h| h.is_ascii())
             .ok_or_else(|| invalid_data("the y4m header is not ASCII text"))?;
         let mut params = header.split(' ').filter(|p| !p.is_empty());
         if params.next() != Some("YUV4MPEG2") {
-            return Err(invalid_data(
-                "not a YUV4MPEG2 stream (no YUV4MPEG2 signature)",
-            ));
+            return Err(invalid_data("not a YUV4MPEG2 stream (no YUV4MPEG2 signature)"));
         }
         let (mut width, mut height, mut fps) = (None, None, 25.0f64);
         for p in params {
             let (tag, val) = p.split_at(1);
             match tag {
                 "W" => {
-                    width =
-                        Some(val.parse::<u32>().map_err(|_| {
-                            invalid_data(format!("bad width W{val} in the y4m header"))
-                        })?)
+                    width = Some(
+                        val.parse::<u32>().map_err(|_| invalid_data(format!("bad width W{val} in the y4m header")))?,
+                    )
                 }
                 "H" => {
-                    height = Some(val.parse::<u32>().map_err(|_| {
-                        invalid_data(format!("bad height H{val} in the y4m header"))
-                    })?)
+                    height = Some(
+                        val.parse::<u32>().map_err(|_| invalid_data(format!("bad height H{val} in the y4m header")))?,
+                    )
                 }
                 "F" => {
                     let bad = || invalid_data(format!("bad frame rate F{val} in the y4m header"));
@@ -169,12 +162,7 @@ impl<R: BufRead> Y4mReader<R> {
                 "y4m picture size {width}x{height} is out of range (1..={MAX_Y4M_SIDE})"
             )));
         }
-        Ok(Y4mReader {
-            r,
-            width,
-            height,
-            fps,
-        })
+        Ok(Y4mReader { r, width, height, fps })
     }
 
     pub fn width(&self) -> u32 {
@@ -208,11 +196,7 @@ impl<R: BufRead> Y4mReader<R> {
                 e
             }
         })?;
-        Ok(Some(I420Frame {
-            width: self.width,
-            height: self.height,
-            data,
-        }))
+        Ok(Some(I420Frame { width: self.width, height: self.height, data }))
     }
 }
 
@@ -260,20 +244,13 @@ impl<W: Write + Seek> WavWriter<W> {
         h.extend_from_slice(b"data");
         h.extend_from_slice(&0u32.to_le_bytes());
         w.write_all(&h)?;
-        Ok(WavWriter {
-            w: Some(w),
-            start,
-            data_bytes: 0,
-        })
+        Ok(WavWriter { w: Some(w), start, data_bytes: 0 })
     }
 
     /// Appends interleaved samples. An error if the data would outgrow
     /// what a WAV file can describe (4 GiB).
     pub fn write_samples(&mut self, pcm: &[i16]) -> io::Result<()> {
-        let w = self
-            .w
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the WAV writer is finished"))?;
+        let w = self.w.as_mut().ok_or_else(|| io::Error::other("the WAV writer is finished"))?;
         let total = u64::from(self.data_bytes) + 2 * pcm.len() as u64;
         if total > u64::from(u32::MAX) - 36 {
             return Err(invalid_input("WAV data cannot exceed 4 GiB"));
@@ -299,18 +276,14 @@ impl<W: Write + Seek> WavWriter<W> {
         w.write_all(&(36 + self.data_bytes).to_le_bytes())?;
         w.seek(SeekFrom::Start(self.start + 40))?;
         w.write_all(&self.data_bytes.to_le_bytes())?;
-        w.seek(SeekFrom::Start(
-            self.start + WAV_HEADER_LEN + u64::from(self.data_bytes),
-        ))?;
+        w.seek(SeekFrom::Start(self.start + WAV_HEADER_LEN + u64::from(self.data_bytes)))?;
         w.flush()
     }
 
     /// Writes the sizes into the header, flushes, and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.patch()?;
-        self.w
-            .take()
-            .ok_or_else(|| io::Error::other("the WAV writer is finished"))
+        self.w.take().ok_or_else(|| io::Error::other("the WAV writer is finished"))
     }
 }
 
@@ -371,15 +344,12 @@ pub fn read_wav(mut r: impl Read) -> io::Result<(u32, u16, Vec<i16>)> {
                     )));
                 }
                 if channels == 0 || rate == 0 {
-                    return Err(invalid_data(format!(
-                        "WAV file with {channels} channels at {rate} Hz"
-                    )));
+                    return Err(invalid_data(format!("WAV file with {channels} channels at {rate} Hz")));
                 }
                 fmt = Some((rate, channels));
             }
             b"data" => {
-                let (rate, channels) =
-                    fmt.ok_or_else(|| invalid_data("WAV data chunk before the fmt chunk"))?;
+                let (rate, channels) = fmt.ok_or_else(|| invalid_data("WAV data chunk before the fmt chunk"))?;
                 let mut b = Vec::new();
                 if len == u32::MAX {
                     r.read_to_end(&mut b)?;
@@ -392,20 +362,14 @@ pub fn read_wav(mut r: impl Read) -> io::Result<(u32, u16, Vec<i16>)> {
                         ));
                     }
                 }
-                let pcm = b
-                    .chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                    .collect();
+                let pcm = b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
                 return Ok((rate, channels, pcm));
             }
             _ => {
                 let skip = u64::from(len) + u64::from(len & 1);
                 let skipped = io::copy(&mut (&mut r).take(skip), &mut io::sink())?;
                 if skipped < skip {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "WAV file ends inside a chunk",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "WAV file ends inside a chunk"));
                 }
             }
         }
@@ -445,8 +409,7 @@ mod tests {
     #[test]
     fn y4m_odd_size_and_frame_parameters() {
         let f = I420Frame::solid_rgb(5, 3, [1, 2, 3]);
-        let mut bytes =
-            b"YUV4MPEG2 W5 H3 F30000:1001 C420mpeg2 XYSCSS=420MPEG2\nFRAME Ixyz\n".to_vec();
+        let mut bytes = b"YUV4MPEG2 W5 H3 F30000:1001 C420mpeg2 XYSCSS=420MPEG2\nFRAME Ixyz\n".to_vec();
         bytes.extend_from_slice(&f.data);
         let mut r = Y4mReader::open(Cursor::new(bytes)).unwrap();
         assert!((r.fps() - 29.97).abs() < 0.01);
@@ -460,9 +423,7 @@ mod tests {
     #[test]
     fn y4m_writer_rejects_other_sizes() {
         let mut w = Y4mWriter::new(Vec::new(), 64, 48, 30).unwrap();
-        let e = w
-            .write_frame(&I420Frame::solid_rgb(32, 32, [0, 0, 0]))
-            .unwrap_err();
+        let e = w.write_frame(&I420Frame::solid_rgb(32, 32, [0, 0, 0])).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         let mut short = I420Frame::solid_rgb(64, 48, [0, 0, 0]);
         short.data.pop();
@@ -494,15 +455,9 @@ mod tests {
         // A header without its newline, a frame cut short, a missing FRAME.
         assert_eq!(bad(b"YUV4MPEG2 W4 H4").kind(), io::ErrorKind::UnexpectedEof);
         let mut r = Y4mReader::open(Cursor::new(b"YUV4MPEG2 W4 H4\nFRAME\n123".to_vec())).unwrap();
-        assert_eq!(
-            r.next_frame().unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(r.next_frame().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         let mut r = Y4mReader::open(Cursor::new(b"YUV4MPEG2 W4 H4\nFRAMES\n".to_vec())).unwrap();
-        assert_eq!(
-            r.next_frame().unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        assert_eq!(r.next_frame().unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     fn tone(n: usize) -> Vec<i16> {
@@ -579,9 +534,6 @@ mod tests {
         // Data cut short.
         let mut cut = wav(&fmt(1, 16), b"", &data);
         cut.truncate(cut.len() - 2);
-        assert_eq!(
-            read_wav(&cut[..]).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(read_wav(&cut[..]).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

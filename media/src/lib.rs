@@ -42,11 +42,7 @@ impl I420Frame {
         let mut data = vec![y; luma + 2 * cw * ch];
         data[luma..luma + cw * ch].fill(u);
         data[luma + cw * ch..].fill(v);
-        I420Frame {
-            width,
-            height,
-            data,
-        }
+        I420Frame { width, height, data }
     }
 
     pub fn y(&self) -> &[u8] {
@@ -95,11 +91,7 @@ pub fn rgb_to_yuv([r, g, b]: [u8; 3]) -> (u8, u8, u8) {
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
     let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
-    (
-        y.round().clamp(0.0, 255.0) as u8,
-        u.round().clamp(0.0, 255.0) as u8,
-        v.round().clamp(0.0, 255.0) as u8,
-    )
+    (y.round().clamp(0.0, 255.0) as u8, u.round().clamp(0.0, 255.0) as u8, v.round().clamp(0.0, 255.0) as u8)
 }
 
 pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
@@ -109,11 +101,7 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let r = 1.164 * c + 1.596 * e;
     let g = 1.164 * c - 0.392 * d - 0.813 * e;
     let b = 1.164 * c + 2.017 * d;
-    [
-        r.round().clamp(0.0, 255.0) as u8,
-        g.round().clamp(0.0, 255.0) as u8,
-        b.round().clamp(0.0, 255.0) as u8,
-    ]
+    [r.round().clamp(0.0, 255.0) as u8, g.round().clamp(0.0, 255.0) as u8, b.round().clamp(0.0, 255.0) as u8]
 }
 
 /// The largest per-channel difference between two colours.

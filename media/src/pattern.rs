@@ -31,16 +31,8 @@ use crate::{I420Frame, colour_distance, rgb_to_yuv};
 /// The bars, left to right: white, yellow, cyan, green, magenta, red, blue,
 /// black (75 % bars; each survives a BT.601 limited-range round trip within
 /// 1 per channel).
-pub const BARS: [[u8; 3]; 8] = [
-    [192, 192, 192],
-    [192, 192, 0],
-    [0, 192, 192],
-    [0, 192, 0],
-    [192, 0, 192],
-    [192, 0, 0],
-    [0, 0, 192],
-    [16, 16, 16],
-];
+pub const BARS: [[u8; 3]; 8] =
+    [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192], [192, 0, 0], [0, 0, 192], [16, 16, 16]];
 
 /// How far the bars move left per frame, in pixels.
 pub const BAR_SPEED_PX: u32 = 4;
@@ -87,11 +79,7 @@ struct Layout {
 
 impl Layout {
     fn for_size(width: u32, height: u32) -> Option<Layout> {
-        if width < MIN_WIDTH
-            || height < MIN_HEIGHT
-            || !width.is_multiple_of(2)
-            || !height.is_multiple_of(2)
-        {
+        if width < MIN_WIDTH || height < MIN_HEIGHT || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return None;
         }
         [16u32, 8].into_iter().find_map(|block| {
@@ -101,22 +89,14 @@ impl Layout {
                 return None;
             }
             let top = (height / block - rows) * block;
-            Some(Layout {
-                block,
-                per_row,
-                rows,
-                top,
-            })
+            Some(Layout { block, per_row, rows, top })
         })
     }
 
     /// The top-left pixel of block `i`.
     fn block_origin(&self, i: usize) -> (u32, u32) {
         let i = i as u32;
-        (
-            (i % self.per_row) * self.block,
-            self.top + (i / self.per_row) * self.block,
-        )
+        ((i % self.per_row) * self.block, self.top + (i / self.per_row) * self.block)
     }
 }
 
@@ -126,11 +106,7 @@ fn crc8(bytes: &[u8]) -> u8 {
     for &b in bytes {
         crc ^= b;
         for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
         }
     }
     crc
@@ -150,10 +126,7 @@ fn payload(counter: u32, capture_ms: u64) -> [u8; 10] {
 fn strip_bits(counter: u32, capture_ms: u64) -> u128 {
     let ms = capture_ms & ((1u64 << 48) - 1);
     let crc = crc8(&payload(counter, ms));
-    (u128::from(MARKER) << 88)
-        | (u128::from(counter) << 56)
-        | (u128::from(ms) << 8)
-        | u128::from(crc)
+    (u128::from(MARKER) << 88) | (u128::from(counter) << 56) | (u128::from(ms) << 8) | u128::from(crc)
 }
 
 fn bit(word: u128, i: usize) -> bool {
@@ -194,9 +167,7 @@ impl TestPattern {
     /// If the size is odd or smaller than [`MIN_WIDTH`] x [`MIN_HEIGHT`].
     pub fn new(width: u32, height: u32) -> Self {
         let layout = Layout::for_size(width, height).unwrap_or_else(|| {
-            panic!(
-                "test pattern needs even dimensions of at least {MIN_WIDTH}x{MIN_HEIGHT}, not {width}x{height}"
-            )
+            panic!("test pattern needs even dimensions of at least {MIN_WIDTH}x{MIN_HEIGHT}, not {width}x{height}")
         });
         TestPattern {
             width,
@@ -279,10 +250,7 @@ pub fn decode(frame: &I420Frame) -> Option<PatternInfo> {
         let mut sum = 0u32;
         for row in by + inset..by + inset + side {
             let start = row as usize * w + (bx + inset) as usize;
-            sum += y_plane[start..start + side as usize]
-                .iter()
-                .map(|&p| u32::from(p))
-                .sum::<u32>();
+            sum += y_plane[start..start + side as usize].iter().map(|&p| u32::from(p)).sum::<u32>();
         }
         let mean = sum / (side * side);
         word = (word << 1) | u128::from(mean >= 128);
@@ -296,10 +264,7 @@ pub fn decode(frame: &I420Frame) -> Option<PatternInfo> {
     if crc8(&payload(counter, capture_ms)) != crc {
         return None;
     }
-    Some(PatternInfo {
-        counter,
-        capture_ms,
-    })
+    Some(PatternInfo { counter, capture_ms })
 }
 
 /// The fraction (0..=1) of sample points in the bar area whose colour is
@@ -327,10 +292,7 @@ pub fn bars_match(frame: &I420Frame, info: &PatternInfo, tolerance: u8) -> f32 {
     let (mut sampled, mut matched) = (0u32, 0u32);
     for c in 0..COLUMNS {
         let x0 = (2 * c + 1) * width / (2 * COLUMNS);
-        let x = (0..=bar_w / 2)
-            .flat_map(|d| [x0.checked_add(d), x0.checked_sub(d)])
-            .flatten()
-            .find(|&x| clear(x));
+        let x = (0..=bar_w / 2).flat_map(|d| [x0.checked_add(d), x0.checked_sub(d)]).flatten().find(|&x| clear(x));
         let Some(x) = x else { continue };
         let expected = bar_colour_at(width, counter, x);
         for r in 0..ROWS {
@@ -344,11 +306,7 @@ pub fn bars_match(frame: &I420Frame, info: &PatternInfo, tolerance: u8) -> f32 {
             }
         }
     }
-    if sampled == 0 {
-        0.0
-    } else {
-        matched as f32 / sampled as f32
-    }
+    if sampled == 0 { 0.0 } else { matched as f32 / sampled as f32 }
 }
 
 #[cfg(test)]
@@ -396,14 +354,7 @@ mod tests {
             for (counter, ms) in VALUES {
                 let f = p.frame(counter, ms);
                 assert_eq!((f.width, f.height), (w, h));
-                assert_eq!(
-                    decode(f),
-                    Some(PatternInfo {
-                        counter,
-                        capture_ms: ms
-                    }),
-                    "{w}x{h} {counter} {ms}"
-                );
+                assert_eq!(decode(f), Some(PatternInfo { counter, capture_ms: ms }), "{w}x{h} {counter} {ms}");
             }
         }
     }
@@ -438,20 +389,14 @@ mod tests {
     fn bars_move_left() {
         let w = 320;
         for x in 0..w - BAR_SPEED_PX {
-            assert_eq!(
-                bar_colour_at(w, 1, x),
-                bar_colour_at(w, 0, x + BAR_SPEED_PX)
-            );
+            assert_eq!(bar_colour_at(w, 1, x), bar_colour_at(w, 0, x + BAR_SPEED_PX));
         }
         assert_eq!(bar_colour_at(w, 0, 0), BARS[0]);
         assert_eq!(bar_colour_at(w, 0, w / 8), BARS[1]);
         assert_eq!(bar_colour_at(w, 0, w - 1), BARS[7]);
         // Wraps around: after width/4 frames the bars are back.
         for x in 0..w {
-            assert_eq!(
-                bar_colour_at(w, w / BAR_SPEED_PX, x),
-                bar_colour_at(w, 0, x)
-            );
+            assert_eq!(bar_colour_at(w, w / BAR_SPEED_PX, x), bar_colour_at(w, 0, x));
         }
         // Even u32::MAX does not overflow.
         let _ = bar_colour_at(w, u32::MAX, w - 1);
@@ -462,10 +407,7 @@ mod tests {
         for (w, h) in SIZES.into_iter().chain([(130, 96), (642, 482)]) {
             let mut p = TestPattern::new(w, h);
             for (counter, ms) in VALUES {
-                let info = PatternInfo {
-                    counter,
-                    capture_ms: ms,
-                };
+                let info = PatternInfo { counter, capture_ms: ms };
                 let f = p.frame(counter, ms);
                 assert_eq!(decode(f), Some(info));
                 assert_eq!(bars_match(f, &info, 2), 1.0, "{w}x{h} {counter}");
@@ -481,10 +423,7 @@ mod tests {
             }
         }
         let grey = I420Frame::solid_rgb(320, 240, [128, 128, 128]);
-        let info = PatternInfo {
-            counter: 0,
-            capture_ms: 0,
-        };
+        let info = PatternInfo { counter: 0, capture_ms: 0 };
         assert_eq!(bars_match(&grey, &info, 10), 0.0);
     }
 
@@ -522,13 +461,8 @@ mod tests {
     fn survives_vp8() {
         use crate::vp8::{Decoder, Encoder, EncoderConfig};
         let (w, h) = (320, 240);
-        let mut enc = Encoder::new(&EncoderConfig {
-            width: w,
-            height: h,
-            bitrate_kbps: 300,
-            ..Default::default()
-        })
-        .unwrap();
+        let mut enc =
+            Encoder::new(&EncoderConfig { width: w, height: h, bitrate_kbps: 300, ..Default::default() }).unwrap();
         let mut dec = Decoder::new().unwrap();
         let mut p = TestPattern::new(w, h);
         let t0 = 1_700_000_000_000u64;
@@ -540,13 +474,7 @@ mod tests {
             for pkt in packets {
                 for f in dec.decode(&pkt.data).unwrap() {
                     let info = decode(&f).unwrap_or_else(|| panic!("frame {i} not decoded"));
-                    assert_eq!(
-                        info,
-                        PatternInfo {
-                            counter,
-                            capture_ms: ms
-                        }
-                    );
+                    assert_eq!(info, PatternInfo { counter, capture_ms: ms });
                     let m = bars_match(&f, &info, 40);
                     assert!(m > 0.9, "frame {i}: bars match {m}");
                     seen += 1;

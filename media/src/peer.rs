@@ -15,18 +15,15 @@ use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use shared_proto::IceCandidate;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use crate::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine};
@@ -128,10 +125,7 @@ async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: 
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     if kind == RtpCodecKind::Video {
         *lock(&remote_video) = Some((track.clone(), ssrc));
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
         let _ = track.write_rtcp(vec![Box::new(pli)]).await;
     }
     // Up to ~0.5 s of video packets may wait for a late one before a frame is given up.
@@ -144,11 +138,7 @@ async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: 
         if kind == RtpCodecKind::Video {
             builder.push(now, p);
             while let Some((sample, ts)) = builder.pop_with_timestamp(now) {
-                let ev = PeerEvent::Video {
-                    data: sample.data,
-                    rtp_timestamp: ts,
-                    arrived: now,
-                };
+                let ev = PeerEvent::Video { data: sample.data, rtp_timestamp: ts, arrived: now };
                 if events.send(ev).is_err() {
                     return;
                 }
@@ -190,29 +180,18 @@ impl Peer {
         let ice = opts
             .ice_servers
             .iter()
-            .map(|(u, n, c)| RTCIceServer {
-                urls: vec![u.clone()],
-                username: n.clone(),
-                credential: c.clone(),
-            })
+            .map(|(u, n, c)| RTCIceServer { urls: vec![u.clone()], username: n.clone(), credential: c.clone() })
             .collect();
         let config = RTCConfigurationBuilder::new().with_ice_servers(ice).build();
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
+        let settings =
+            SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
         let addrs: Vec<String> = if opts.bind_ips.is_empty() {
             vec!["0.0.0.0:0".into()]
         } else {
-            opts.bind_ips
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
-                .collect()
+            opts.bind_ips.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
         };
         let remote_video = Arc::new(Mutex::new(None));
-        let handler = Arc::new(Handler {
-            events: events.clone(),
-            remote_video: remote_video.clone(),
-        });
+        let handler = Arc::new(Handler { events: events.clone(), remote_video: remote_video.clone() });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(me)
@@ -224,9 +203,8 @@ impl Peer {
             .await
             .map_err(rtc_err("creating the peer connection"))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let seed = std::process::id()
-            ^ Instant::now().elapsed().subsec_nanos()
-            ^ (Arc::as_ptr(&remote_video) as usize as u32);
+        let seed =
+            std::process::id() ^ Instant::now().elapsed().subsec_nanos() ^ (Arc::as_ptr(&remote_video) as usize as u32);
         let audio = Self::outgoing(&pc, RtpCodecKind::Audio, seed | 1).await?;
         let video = Self::outgoing(&pc, RtpCodecKind::Video, seed.rotate_left(16) | 1).await?;
         let track = video.track.clone();
@@ -240,37 +218,17 @@ impl Peer {
                 }
             }
         });
-        Ok(Peer {
-            pc,
-            audio,
-            video,
-            remote_video,
-            pending: Mutex::new(Some(Vec::new())),
-        })
+        Ok(Peer { pc, audio, video, remote_video, pending: Mutex::new(Some(Vec::new())) })
     }
 
-    async fn outgoing(
-        pc: &Arc<dyn PeerConnection>,
-        kind: RtpCodecKind,
-        ssrc: u32,
-    ) -> Result<Outgoing, PeerError> {
+    async fn outgoing(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind, ssrc: u32) -> Result<Outgoing, PeerError> {
         let (id, codec) = match kind {
-            RtpCodecKind::Video => (
-                "video",
-                RTCRtpCodec {
-                    mime_type: "video/VP8".into(),
-                    clock_rate: 90000,
-                    ..Default::default()
-                },
-            ),
+            RtpCodecKind::Video => {
+                ("video", RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, ..Default::default() })
+            }
             _ => (
                 "audio",
-                RTCRtpCodec {
-                    mime_type: "audio/opus".into(),
-                    clock_rate: 48000,
-                    channels: 2,
-                    ..Default::default()
-                },
+                RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, ..Default::default() },
             ),
         };
         let track = MediaStreamTrack::new(
@@ -279,50 +237,28 @@ impl Peer {
             id.into(),
             kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
                 codec,
                 ..Default::default()
             }],
         );
-        let track = Arc::new(
-            TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err("local track"))?,
-        );
-        pc.add_track(track.clone())
-            .await
-            .map_err(rtc_err("adding a track"))?;
-        Ok(Outgoing {
-            track,
-            ssrc,
-            pt: Mutex::new(0),
-        })
+        let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err("local track"))?);
+        pc.add_track(track.clone()).await.map_err(rtc_err("adding a track"))?;
+        Ok(Outgoing { track, ssrc, pt: Mutex::new(0) })
     }
 
     /// Creates and applies the offer; returns its SDP.
     pub async fn create_offer(&self) -> Result<String, PeerError> {
-        let offer = self
-            .pc
-            .create_offer(None)
-            .await
-            .map_err(rtc_err("creating the offer"))?;
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err("creating the offer"))?;
         let sdp = offer.sdp.clone();
-        self.pc
-            .set_local_description(offer)
-            .await
-            .map_err(rtc_err("applying the offer"))?;
+        self.pc.set_local_description(offer).await.map_err(rtc_err("applying the offer"))?;
         Ok(sdp)
     }
 
     /// Applies the answer, then the candidates that waited for it.
     pub async fn apply_answer(&self, sdp: &str) -> Result<(), PeerError> {
-        let answer = RTCSessionDescription::answer(sdp.to_owned())
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-        self.pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        self.pc.set_remote_description(answer).await.map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         for (out, mime) in [(&self.audio, "audio/opus"), (&self.video, "video/VP8")] {
             let pt = self.sender_pt(out.ssrc, mime).await;
             *lock(&out.pt) = pt;
@@ -341,18 +277,11 @@ impl Peer {
             let Ok(params) = sender.get_parameters().await else {
                 continue;
             };
-            if !params
-                .encodings
-                .iter()
-                .any(|e| e.rtp_coding_parameters.ssrc == Some(ssrc))
-            {
+            if !params.encodings.iter().any(|e| e.rtp_coding_parameters.ssrc == Some(ssrc)) {
                 continue;
             }
-            if let Some(c) = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            if let Some(c) =
+                params.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
             {
                 return c.payload_type;
             }
@@ -396,28 +325,15 @@ impl Peer {
         if pt == 0 {
             return Ok(()); // not negotiated (yet)
         }
-        let sample = Sample {
-            data,
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        out.track
-            .sample_writer(out.ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .map_err(rtc_err("sending media"))
+        let sample = Sample { data, duration, ..Sample::new(Instant::now()) };
+        out.track.sample_writer(out.ssrc, pt).write_sample(&sample).await.map_err(rtc_err("sending media"))
     }
 
     /// Asks the remote sender for a key frame.
     pub async fn request_keyframe(&self) {
         let remote = lock(&self.remote_video).clone();
         if let Some((track, ssrc)) = remote {
-            let _ = track
-                .write_rtcp(vec![Box::new(PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc: ssrc,
-                })])
-                .await;
+            let _ = track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
         }
     }
 

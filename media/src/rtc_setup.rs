@@ -7,9 +7,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{MediaEngine, Registry, register_default_interceptors};
 
@@ -24,10 +22,8 @@ impl VideoCodec {
     /// VP8 when both offers have it, else H.264 when both have that.
     pub fn choose(offers: [&str; 2]) -> Option<VideoCodec> {
         let has = |sdp: &str, name: &str| {
-            sdp.lines().any(|l| {
-                l.starts_with("a=rtpmap:")
-                    && l.to_ascii_uppercase().contains(&format!(" {name}/90000"))
-            })
+            sdp.lines()
+                .any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_uppercase().contains(&format!(" {name}/90000")))
         };
         if offers.iter().all(|o| has(o, "VP8")) {
             Some(VideoCodec::Vp8)
@@ -46,18 +42,10 @@ impl VideoCodec {
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [
-        ("goog-remb", ""),
-        ("ccm", "fir"),
-        ("nack", ""),
-        ("nack", "pli"),
-    ]
-    .into_iter()
-    .map(|(t, p)| RTCPFeedback {
-        typ: t.into(),
-        parameter: p.into(),
-    })
-    .collect()
+    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+        .into_iter()
+        .map(|(t, p)| RTCPFeedback { typ: t.into(), parameter: p.into() })
+        .collect()
 }
 
 fn codec(
@@ -83,48 +71,20 @@ fn codec(
 /// Opus plus exactly one video codec (with its RTX), for one leg.
 pub fn media_engine(video: VideoCodec) -> webrtc::error::Result<MediaEngine> {
     let mut me = MediaEngine::default();
-    me.register_codec(
-        codec(
-            "audio/opus",
-            48000,
-            2,
-            "minptime=10;useinbandfec=1",
-            vec![],
-            111,
-        ),
-        RtpCodecKind::Audio,
-    )?;
+    me.register_codec(codec("audio/opus", 48000, 2, "minptime=10;useinbandfec=1", vec![], 111), RtpCodecKind::Audio)?;
     let rtx = |pt: u8, apt: u8| codec("video/rtx", 90000, 0, &format!("apt={apt}"), vec![], pt);
     match video {
         VideoCodec::Vp8 => {
-            me.register_codec(
-                codec("video/VP8", 90000, 0, "", video_feedback(), 96),
-                RtpCodecKind::Video,
-            )?;
+            me.register_codec(codec("video/VP8", 90000, 0, "", video_feedback(), 96), RtpCodecKind::Video)?;
             me.register_codec(rtx(97, 96), RtpCodecKind::Video)?;
         }
         VideoCodec::H264 => {
             for (pt, rtx_pt, fmtp) in [
-                (
-                    102,
-                    103,
-                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
-                ),
-                (
-                    125,
-                    107,
-                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-                ),
-                (
-                    108,
-                    109,
-                    "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
-                ),
+                (102, 103, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"),
+                (125, 107, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+                (108, 109, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f"),
             ] {
-                me.register_codec(
-                    codec("video/H264", 90000, 0, fmtp, video_feedback(), pt),
-                    RtpCodecKind::Video,
-                )?;
+                me.register_codec(codec("video/H264", 90000, 0, fmtp, video_feedback(), pt), RtpCodecKind::Video)?;
                 me.register_codec(rtx(rtx_pt, pt), RtpCodecKind::Video)?;
             }
         }
@@ -135,8 +95,7 @@ pub fn media_engine(video: VideoCodec) -> webrtc::error::Result<MediaEngine> {
 /// The default interceptors (NACK both ways, RTCP reports, TWCC feedback)
 /// plus one that hands keyframe requests to the application.
 pub fn interceptors(me: &mut MediaEngine) -> webrtc::error::Result<Registry> {
-    Ok(register_default_interceptors(Registry::new(), me)?
-        .with(Slot::from(14_000), KeyframeRequests::default()))
+    Ok(register_default_interceptors(Registry::new(), me)?.with(Slot::from(14_000), KeyframeRequests::default()))
 }
 
 /// Marks PLI and FIR for delivery to the application, one packet per
@@ -166,11 +125,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
                 let mut message = msg.message.clone();
                 message.packet = Packet::Rtcp(vec![p.clone()]);
                 message.add(Attribute::DeliverToApplication);
-                self.read.push_back(TaggedPacket {
-                    now: msg.now,
-                    transport: msg.transport,
-                    message,
-                });
+                self.read.push_back(TaggedPacket { now: msg.now, transport: msg.transport, message });
             }
             return Ok(());
         }

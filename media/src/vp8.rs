@@ -63,10 +63,7 @@ fn check(err: vpx_codec_err_t, what: &str) -> Result<(), MediaError> {
     if err == vpx_codec_err_t::VPX_CODEC_OK {
         Ok(())
     } else {
-        Err(MediaError::Codec(format!(
-            "{what}: libvpx error {}",
-            err as i32
-        )))
+        Err(MediaError::Codec(format!("{what}: libvpx error {}", err as i32)))
     }
 }
 
@@ -80,10 +77,7 @@ impl Encoder {
         }
         unsafe {
             let mut cfg: Box<vpx_codec_enc_cfg_t> = Box::new(MaybeUninit::zeroed().assume_init());
-            check(
-                vpx_codec_enc_config_default(vpx_codec_vp8_cx(), &mut *cfg, 0),
-                "vpx_codec_enc_config_default",
-            )?;
+            check(vpx_codec_enc_config_default(vpx_codec_vp8_cx(), &mut *cfg, 0), "vpx_codec_enc_config_default")?;
             cfg.g_w = c.width;
             cfg.g_h = c.height;
             cfg.g_timebase.num = 1;
@@ -106,45 +100,21 @@ impl Encoder {
             cfg.kf_max_dist = c.keyframe_interval.max(1);
             let mut ctx: Box<vpx_codec_ctx_t> = Box::new(MaybeUninit::zeroed().assume_init());
             check(
-                vpx_codec_enc_init_ver(
-                    &mut *ctx,
-                    vpx_codec_vp8_cx(),
-                    &*cfg,
-                    0,
-                    VPX_ENCODER_ABI_VERSION as c_int,
-                ),
+                vpx_codec_enc_init_ver(&mut *ctx, vpx_codec_vp8_cx(), &*cfg, 0, VPX_ENCODER_ABI_VERSION as c_int),
                 "vpx_codec_enc_init",
             )?;
-            let mut enc = Encoder {
-                ctx,
-                cfg,
-                width: c.width,
-                height: c.height,
-                pts: 0,
-            };
+            let mut enc = Encoder { ctx, cfg, width: c.width, height: c.height, pts: 0 };
             let cpu = c.cpu_used.clamp(-16, 16);
             check(
-                vpx_codec_control_(
-                    &mut *enc.ctx,
-                    vp8e_enc_control_id::VP8E_SET_CPUUSED as c_int,
-                    cpu as c_int,
-                ),
+                vpx_codec_control_(&mut *enc.ctx, vp8e_enc_control_id::VP8E_SET_CPUUSED as c_int, cpu as c_int),
                 "VP8E_SET_CPUUSED",
             )?;
             check(
-                vpx_codec_control_(
-                    &mut *enc.ctx,
-                    vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY as c_int,
-                    0 as c_int,
-                ),
+                vpx_codec_control_(&mut *enc.ctx, vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY as c_int, 0 as c_int),
                 "VP8E_SET_NOISE_SENSITIVITY",
             )?;
             check(
-                vpx_codec_control_(
-                    &mut *enc.ctx,
-                    vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD as c_int,
-                    1 as c_int,
-                ),
+                vpx_codec_control_(&mut *enc.ctx, vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD as c_int, 1 as c_int),
                 "VP8E_SET_STATIC_THRESHOLD",
             )?;
             Ok(enc)
@@ -161,20 +131,11 @@ impl Encoder {
     /// Changes the target bitrate on the fly (e.g. from the receiver's estimate).
     pub fn set_bitrate(&mut self, kbps: u32) -> Result<(), MediaError> {
         self.cfg.rc_target_bitrate = kbps.max(30);
-        unsafe {
-            check(
-                vpx_codec_enc_config_set(&mut *self.ctx, &*self.cfg),
-                "vpx_codec_enc_config_set",
-            )
-        }
+        unsafe { check(vpx_codec_enc_config_set(&mut *self.ctx, &*self.cfg), "vpx_codec_enc_config_set") }
     }
 
     /// Encodes one frame of the configured size; `force_key` asks for a key frame.
-    pub fn encode(
-        &mut self,
-        frame: &I420Frame,
-        force_key: bool,
-    ) -> Result<Vec<EncodedFrame>, MediaError> {
+    pub fn encode(&mut self, frame: &I420Frame, force_key: bool) -> Result<Vec<EncodedFrame>, MediaError> {
         if frame.width != self.width || frame.height != self.height {
             return Err(MediaError::Codec(format!(
                 "frame is {}x{}, encoder is {}x{}",
@@ -185,32 +146,12 @@ impl Encoder {
         unsafe {
             let mut img: vpx_image_t = MaybeUninit::zeroed().assume_init();
             let data = frame.data.as_ptr() as *mut u8;
-            if vpx_img_wrap(
-                &mut img,
-                vpx_img_fmt::VPX_IMG_FMT_I420,
-                self.width,
-                self.height,
-                1,
-                data,
-            )
-            .is_null()
-            {
+            if vpx_img_wrap(&mut img, vpx_img_fmt::VPX_IMG_FMT_I420, self.width, self.height, 1, data).is_null() {
                 return Err(MediaError::Codec("vpx_img_wrap failed".into()));
             }
-            let flags = if force_key {
-                VPX_EFLAG_FORCE_KF as vpx_enc_frame_flags_t
-            } else {
-                0
-            };
+            let flags = if force_key { VPX_EFLAG_FORCE_KF as vpx_enc_frame_flags_t } else { 0 };
             check(
-                vpx_codec_encode(
-                    &mut *self.ctx,
-                    &img,
-                    self.pts,
-                    1,
-                    flags,
-                    VPX_DL_REALTIME as c_ulong,
-                ),
+                vpx_codec_encode(&mut *self.ctx, &img, self.pts, 1, flags, VPX_DL_REALTIME as c_ulong),
                 "vpx_codec_encode",
             )?;
             self.pts += 1;
@@ -253,19 +194,9 @@ impl Decoder {
     pub fn new() -> Result<Self, MediaError> {
         unsafe {
             let mut ctx: Box<vpx_codec_ctx_t> = Box::new(MaybeUninit::zeroed().assume_init());
-            let cfg = vpx_codec_dec_cfg_t {
-                threads: 1,
-                w: 0,
-                h: 0,
-            };
+            let cfg = vpx_codec_dec_cfg_t { threads: 1, w: 0, h: 0 };
             check(
-                vpx_codec_dec_init_ver(
-                    &mut *ctx,
-                    vpx_codec_vp8_dx(),
-                    &cfg,
-                    0,
-                    VPX_DECODER_ABI_VERSION as c_int,
-                ),
+                vpx_codec_dec_init_ver(&mut *ctx, vpx_codec_vp8_dx(), &cfg, 0, VPX_DECODER_ABI_VERSION as c_int),
                 "vpx_codec_dec_init",
             )?;
             Ok(Decoder { ctx })
@@ -280,13 +211,7 @@ impl Decoder {
         let mut out = Vec::new();
         unsafe {
             check(
-                vpx_codec_decode(
-                    &mut *self.ctx,
-                    data.as_ptr(),
-                    data.len() as u32,
-                    ptr::null_mut(),
-                    0,
-                ),
+                vpx_codec_decode(&mut *self.ctx, data.as_ptr(), data.len() as u32, ptr::null_mut(), 0),
                 "vpx_codec_decode",
             )?;
             let mut iter: vpx_codec_iter_t = ptr::null();
@@ -306,17 +231,10 @@ impl Decoder {
                     let stride = img.stride[plane] as usize;
                     let base = img.planes[plane];
                     for row in 0..ph {
-                        buf.extend_from_slice(std::slice::from_raw_parts(
-                            base.add(row * stride),
-                            pw,
-                        ));
+                        buf.extend_from_slice(std::slice::from_raw_parts(base.add(row * stride), pw));
                     }
                 }
-                out.push(I420Frame {
-                    width: w as u32,
-                    height: h as u32,
-                    data: buf,
-                });
+                out.push(I420Frame { width: w as u32, height: h as u32, data: buf });
             }
         }
         Ok(out)

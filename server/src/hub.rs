@@ -121,10 +121,7 @@ async fn run(
                 sig.handle(now, Input::Shutdown);
                 drain(&mut sig, &mut conns, &*backend, &metrics);
                 for c in conns.values() {
-                    if c.tx
-                        .try_send(Outgoing::Close(1001, "server shutting down"))
-                        .is_err()
-                    {
+                    if c.tx.try_send(Outgoing::Close(1001, "server shutting down")).is_err() {
                         c.kill.notify_one();
                     }
                 }
@@ -145,12 +142,7 @@ async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
     }
 }
 
-fn drain(
-    sig: &mut Signaling,
-    conns: &mut HashMap<ConnId, ConnTx>,
-    backend: &dyn MediaBackend,
-    metrics: &Metrics,
-) {
+fn drain(sig: &mut Signaling, conns: &mut HashMap<ConnId, ConnTx>, backend: &dyn MediaBackend, metrics: &Metrics) {
     while let Some(out) = sig.poll_output() {
         match out {
             Output::Send(conn, msg) => deliver(conns, conn, &msg),
@@ -159,12 +151,8 @@ fn drain(
         }
     }
     metrics.connections.store(sig.connections() as u64, Relaxed);
-    metrics
-        .registered_users
-        .store(sig.registered_users() as u64, Relaxed);
-    metrics
-        .active_calls
-        .store(sig.active_calls() as u64, Relaxed);
+    metrics.registered_users.store(sig.registered_users() as u64, Relaxed);
+    metrics.active_calls.store(sig.active_calls() as u64, Relaxed);
 }
 
 fn deliver(conns: &mut HashMap<ConnId, ConnTx>, conn: ConnId, msg: &ServerMsg) {

@@ -81,31 +81,18 @@ pub enum Transport {
 }
 
 /// Binds nothing itself: serves on `listener` until [`Server::shutdown`].
-pub async fn start(
-    listener: TcpListener,
-    transport: Transport,
-    config: ServerConfig,
-) -> anyhow::Result<Server> {
+pub async fn start(listener: TcpListener, transport: Transport, config: ServerConfig) -> anyhow::Result<Server> {
     let addr = listener.local_addr().context("listener address")?;
     let metrics = Arc::new(Metrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut relay_cfg = config.relay.clone();
     relay_cfg.ice_servers = config.ice_servers.clone();
-    let backend: Arc<dyn MediaBackend> =
-        Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone()));
-    let hub = hub::spawn(
-        Signaling::new(config.signaling.clone()),
-        backend,
-        metrics.clone(),
-    );
+    let backend: Arc<dyn MediaBackend> = Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone()));
+    let hub = hub::spawn(Signaling::new(config.signaling.clone()), backend, metrics.clone());
     hub::spawn_media_pump(events_rx, hub.clone());
     let client_config = serde_json::json!({ "iceServers": config.ice_servers }).to_string();
-    let state = Arc::new(AppState {
-        hub: hub.clone(),
-        metrics: metrics.clone(),
-        limits: config.limits.clone(),
-        client_config,
-    });
+    let state =
+        Arc::new(AppState { hub: hub.clone(), metrics: metrics.clone(), limits: config.limits.clone(), client_config });
     let router = http::router(state);
     let task = match transport {
         Transport::Http => tokio::spawn(async move {
@@ -122,10 +109,5 @@ pub async fn start(
             })
         }
     };
-    Ok(Server {
-        addr,
-        hub,
-        metrics,
-        task,
-    })
+    Ok(Server { addr, hub, metrics, task })
 }

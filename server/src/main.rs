@@ -68,9 +68,7 @@ enum Media {
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or("expected LOW-HIGH, e.g. 40000-40999")?;
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 40000-40999")?;
     let lo: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
     let hi: u16 = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;
     if lo == 0 || lo > hi {
@@ -82,16 +80,12 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(run(args))
 }
 
@@ -104,16 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let turn = url.starts_with("turn:") || url.starts_with("turns:");
             IceServer {
                 urls: vec![url.clone()],
-                username: if turn {
-                    args.ice_username.clone()
-                } else {
-                    None
-                },
-                credential: if turn {
-                    args.ice_credential.clone()
-                } else {
-                    None
-                },
+                username: if turn { args.ice_username.clone() } else { None },
+                credential: if turn { args.ice_credential.clone() } else { None },
             }
         })
         .collect();
@@ -122,15 +108,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => PortPolicy::Ephemeral,
     };
     let config = ServerConfig {
-        signaling: signaling::Config {
-            ring_timeout: Duration::from_secs(args.ring_timeout),
-            ..Default::default()
-        },
-        limits: WsLimits {
-            max_message: args.max_message_bytes,
-            rate_per_sec: args.rate_limit,
-            ..Default::default()
-        },
+        signaling: signaling::Config { ring_timeout: Duration::from_secs(args.ring_timeout), ..Default::default() },
+        limits: WsLimits { max_message: args.max_message_bytes, rate_per_sec: args.rate_limit, ..Default::default() },
         relay: RelayConfig {
             ports,
             media_ips: args.media_ips.clone(),
@@ -154,10 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         if args.tls_cert.is_none() {
-            eprintln!(
-                "Self-signed certificate, SHA-256 fingerprint:\n  {}",
-                id.fingerprint
-            );
+            eprintln!("Self-signed certificate, SHA-256 fingerprint:\n  {}", id.fingerprint);
         }
         (Transport::Tls(id.config), "https")
     };
@@ -170,10 +146,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down: telling users and releasing calls");
-    if tokio::time::timeout(Duration::from_secs(10), server.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.is_err() {
         tracing::warn!("shutdown took over 10 s; exiting anyway");
     }
     Ok(())

@@ -30,8 +30,7 @@ impl Metrics {
             }
         }
         self.setup_count.fetch_add(1, Relaxed);
-        self.setup_sum_micros
-            .fetch_add(setup.as_micros() as u64, Relaxed);
+        self.setup_sum_micros.fetch_add(setup.as_micros() as u64, Relaxed);
         self.calls_established.fetch_add(1, Relaxed);
     }
 
@@ -47,18 +46,8 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        gauge(
-            "one2one_connections",
-            "Open signaling WebSockets.",
-            "gauge",
-            self.connections.load(Relaxed),
-        );
-        gauge(
-            "one2one_registered_users",
-            "Registered users.",
-            "gauge",
-            self.registered_users.load(Relaxed),
-        );
+        gauge("one2one_connections", "Open signaling WebSockets.", "gauge", self.connections.load(Relaxed));
+        gauge("one2one_registered_users", "Registered users.", "gauge", self.registered_users.load(Relaxed));
         gauge(
             "one2one_active_calls",
             "Calls ringing, connecting or in progress.",
@@ -90,24 +79,14 @@ impl Metrics {
             self.rejected_messages.load(Relaxed),
         );
         let name = "one2one_call_setup_seconds";
-        let _ = writeln!(
-            s,
-            "# HELP {name} From the callee's accept to both SDP answers sent.\n# TYPE {name} histogram"
-        );
+        let _ =
+            writeln!(s, "# HELP {name} From the callee's accept to both SDP answers sent.\n# TYPE {name} histogram");
         for (bound, bucket) in SETUP_BUCKETS.iter().zip(&self.setup_buckets) {
-            let _ = writeln!(
-                s,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
-            );
+            let _ = writeln!(s, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
         }
         let count = self.setup_count.load(Relaxed);
         let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "{name}_sum {}",
-            self.setup_sum_micros.load(Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(s, "{name}_sum {}", self.setup_sum_micros.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(s, "{name}_count {count}");
         s
     }

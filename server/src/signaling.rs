@@ -64,17 +64,9 @@ impl Leg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaCmd {
     /// Build both legs and answer both offers (both users are offerers).
-    Start {
-        call: CallId,
-        caller_offer: String,
-        callee_offer: String,
-    },
+    Start { call: CallId, caller_offer: String, callee_offer: String },
     /// A candidate of a user, for that user's leg.
-    AddCandidate {
-        call: CallId,
-        leg: Leg,
-        candidate: IceCandidate,
-    },
+    AddCandidate { call: CallId, leg: Leg, candidate: IceCandidate },
     /// Free everything the call holds. Sent on every end after `Start`.
     Release { call: CallId },
 }
@@ -82,20 +74,9 @@ pub enum MediaCmd {
 /// What the media backend reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    Answers {
-        call: CallId,
-        caller_answer: String,
-        callee_answer: String,
-    },
-    Candidate {
-        call: CallId,
-        leg: Leg,
-        candidate: IceCandidate,
-    },
-    Failed {
-        call: CallId,
-        reason: String,
-    },
+    Answers { call: CallId, caller_answer: String, callee_answer: String },
+    Candidate { call: CallId, leg: Leg, candidate: IceCandidate },
+    Failed { call: CallId, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,11 +282,9 @@ impl Signaling {
             }
             match call.phase {
                 Phase::Ringing => self.end_call(id, EndReason::NoAnswer, None),
-                Phase::Connecting { .. } => self.end_call(
-                    id,
-                    EndReason::MediaFailed,
-                    Some("media setup timed out".into()),
-                ),
+                Phase::Connecting { .. } => {
+                    self.end_call(id, EndReason::MediaFailed, Some("media setup timed out".into()))
+                }
                 Phase::Active => {}
             }
         }
@@ -328,18 +307,12 @@ impl Signaling {
         match msg {
             ClientMsg::Register { name } => self.on_register(conn, name),
             _ if !registered => {
-                self.send(
-                    conn,
-                    ServerMsg::error(format!("You must register before sending `{}`", msg.id())),
-                );
+                self.send(conn, ServerMsg::error(format!("You must register before sending `{}`", msg.id())));
             }
             ClientMsg::Call { to, sdp_offer, .. } => self.on_call(now, conn, to, sdp_offer),
-            ClientMsg::IncomingCallResponse {
-                from,
-                call_response,
-                sdp_offer,
-                message,
-            } => self.on_answer(now, conn, from, call_response, sdp_offer, message),
+            ClientMsg::IncomingCallResponse { from, call_response, sdp_offer, message } => {
+                self.on_answer(now, conn, from, call_response, sdp_offer, message)
+            }
             ClientMsg::OnIceCandidate { candidate } => self.on_candidate(now, conn, candidate),
             ClientMsg::Stop => self.on_stop(conn),
         }
@@ -356,10 +329,7 @@ impl Signaling {
             return;
         }
         if self.names.contains_key(&name) {
-            self.send(
-                conn,
-                ServerMsg::register_rejected(format!("User {name} is already registered")),
-            );
+            self.send(conn, ServerMsg::register_rejected(format!("User {name} is already registered")));
             return;
         }
         tracing::info!(conn, user = %name, "registered");
@@ -391,10 +361,7 @@ impl Signaling {
             return;
         }
         if offer.trim().is_empty() {
-            self.send(
-                conn,
-                ServerMsg::call_rejected("The call carries no SDP offer"),
-            );
+            self.send(conn, ServerMsg::call_rejected("The call carries no SDP offer"));
             return;
         }
         let id = CallId(self.next_call);
@@ -444,19 +411,13 @@ impl Signaling {
         };
         match answer {
             CallAnswer::Reject => {
-                let reason = if message.as_deref() == Some(text::BUSSY) {
-                    EndReason::Busy
-                } else {
-                    EndReason::Declined
-                };
+                let reason =
+                    if message.as_deref() == Some(text::BUSSY) { EndReason::Busy } else { EndReason::Declined };
                 self.end_call(id, reason, None);
             }
             CallAnswer::Accept => {
                 let Some(callee_offer) = offer.filter(|o| !o.trim().is_empty()) else {
-                    self.send(
-                        conn,
-                        ServerMsg::error("An accepting incomingCallResponse needs an `sdpOffer`"),
-                    );
+                    self.send(conn, ServerMsg::error("An accepting incomingCallResponse needs an `sdpOffer`"));
                     return;
                 };
                 let deadline = now + self.config.setup_timeout;
@@ -470,24 +431,12 @@ impl Signaling {
                 let caller_offer = std::mem::take(&mut call.caller_offer);
                 let caller_queue = std::mem::take(&mut call.caller_queue);
                 tracing::info!(%id, caller = %call.names[0], callee = %call.names[1], "call accepted");
-                self.media(MediaCmd::Start {
-                    call: id,
-                    caller_offer,
-                    callee_offer,
-                });
+                self.media(MediaCmd::Start { call: id, caller_offer, callee_offer });
                 for candidate in caller_queue {
-                    self.media(MediaCmd::AddCandidate {
-                        call: id,
-                        leg: Leg::Caller,
-                        candidate,
-                    });
+                    self.media(MediaCmd::AddCandidate { call: id, leg: Leg::Caller, candidate });
                 }
                 for candidate in pending {
-                    self.media(MediaCmd::AddCandidate {
-                        call: id,
-                        leg: Leg::Callee,
-                        candidate,
-                    });
+                    self.media(MediaCmd::AddCandidate { call: id, leg: Leg::Callee, candidate });
                 }
             }
         }
@@ -507,11 +456,7 @@ impl Signaling {
                 }
                 // A ringing callee has no offer out yet: keep it for the accept.
                 (Phase::Ringing, Leg::Callee) => self.push_pending(now, conn, candidate),
-                _ => self.media(MediaCmd::AddCandidate {
-                    call: id,
-                    leg,
-                    candidate,
-                }),
+                _ => self.media(MediaCmd::AddCandidate { call: id, leg, candidate }),
             }
             return;
         }
@@ -576,26 +521,13 @@ impl Signaling {
 
     fn on_media(&mut self, now: Instant, ev: MediaEvent) {
         match ev {
-            MediaEvent::Candidate {
-                call,
-                leg,
-                candidate,
-            } => {
+            MediaEvent::Candidate { call, leg, candidate } => {
                 if let Some(c) = self.calls.get(&call) {
                     let to = c.conn(leg);
-                    self.send(
-                        to,
-                        ServerMsg::IceCandidate {
-                            candidate: candidate.kurento_tagged(),
-                        },
-                    );
+                    self.send(to, ServerMsg::IceCandidate { candidate: candidate.kurento_tagged() });
                 }
             }
-            MediaEvent::Answers {
-                call: id,
-                caller_answer,
-                callee_answer,
-            } => {
+            MediaEvent::Answers { call: id, caller_answer, callee_answer } => {
                 let Some(call) = self.calls.get_mut(&id) else {
                     // The call ended during setup; its Release is already out.
                     return;
@@ -611,12 +543,7 @@ impl Signaling {
                 let setup = now.saturating_duration_since(accepted);
                 tracing::info!(%id, caller = %call.names[0], callee = %call.names[1], setup_ms = setup.as_millis() as u64, "call established");
                 // The original's order: the callee hears first.
-                self.send(
-                    callee,
-                    ServerMsg::StartCommunication {
-                        sdp_answer: callee_answer,
-                    },
-                );
+                self.send(callee, ServerMsg::StartCommunication { sdp_answer: callee_answer });
                 self.send(caller, ServerMsg::call_accepted(caller_answer));
                 self.out.push_back(Output::Established { call: id, setup });
             }
@@ -637,13 +564,7 @@ impl Signaling {
         self.finish(id, reason, detail, None);
     }
 
-    fn finish(
-        &mut self,
-        id: CallId,
-        reason: EndReason,
-        detail: Option<String>,
-        by: Option<ConnId>,
-    ) {
+    fn finish(&mut self, id: CallId, reason: EndReason, detail: Option<String>, by: Option<ConnId>) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
@@ -666,11 +587,7 @@ impl Signaling {
         // after that, and for the callee, the end is a stopCommunication.
         let caller_waits = ringing || connecting;
         let to_caller = |msg: &str| {
-            if caller_waits {
-                ServerMsg::call_rejected(msg)
-            } else {
-                ServerMsg::stop(msg)
-            }
+            if caller_waits { ServerMsg::call_rejected(msg) } else { ServerMsg::stop(msg) }
         };
         let mut notify: Vec<(ConnId, ServerMsg)> = Vec::new();
         match reason {
@@ -682,11 +599,7 @@ impl Signaling {
                 notify.push((callee, ServerMsg::stop(text::NO_ANSWER)));
             }
             EndReason::HangUp | EndReason::Disconnected => {
-                let msg = if ringing && who == Some(Leg::Caller) {
-                    text::CANCELLED
-                } else {
-                    text::REMOTE_HANGUP
-                };
+                let msg = if ringing && who == Some(Leg::Caller) { text::CANCELLED } else { text::REMOTE_HANGUP };
                 match who {
                     Some(Leg::Caller) => notify.push((callee, ServerMsg::stop(msg))),
                     Some(Leg::Callee) => {
@@ -727,9 +640,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err(text::EMPTY_NAME.to_owned());
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "user name is longer than {MAX_NAME_CHARS} characters"
-        ));
+        return Err(format!("user name is longer than {MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(char::is_control) {
         return Err("user name contains control characters".to_owned());

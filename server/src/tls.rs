@@ -22,11 +22,7 @@ pub struct Identity {
 /// A fresh self-signed certificate for `localhost`, the machine's host name
 /// and the given extra names or addresses.
 pub fn self_signed(extra_names: &[String]) -> anyhow::Result<Identity> {
-    let mut names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() {
@@ -34,8 +30,7 @@ pub fn self_signed(extra_names: &[String]) -> anyhow::Result<Identity> {
         }
     }
     names.extend(extra_names.iter().cloned());
-    let cert = rcgen::generate_simple_self_signed(names)
-        .context("generating a self-signed certificate")?;
+    let cert = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
     let der = cert.cert.der().clone();
     let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der())
         .map_err(|e| anyhow::anyhow!("self-signed key: {e}"))?;
@@ -49,15 +44,12 @@ pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing certificates in {}", cert.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading a private key from {}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading a private key from {}", key.display()))?;
     build(certs, key)
 }
 
-fn build(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> anyhow::Result<Identity> {
+fn build(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> anyhow::Result<Identity> {
     let fingerprint = fingerprint(&certs[0]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -67,21 +59,13 @@ fn build(
         .with_single_cert(certs, key)
         .context("certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Identity {
-        config: Arc::new(config),
-        fingerprint,
-    })
+    Ok(Identity { config: Arc::new(config), fingerprint })
 }
 
 /// `AB:CD:...` over the DER bytes, as browsers show it.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// Accepts TCP, runs each TLS handshake in its own task (so one slow client
@@ -95,9 +79,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
-        let local = tcp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {

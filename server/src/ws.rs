@@ -32,12 +32,7 @@ pub struct WsLimits {
 
 impl Default for WsLimits {
     fn default() -> Self {
-        WsLimits {
-            max_message: 64 * 1024,
-            rate_per_sec: 50.0,
-            burst: 200.0,
-            max_violations: 200,
-        }
+        WsLimits { max_message: 64 * 1024, rate_per_sec: 50.0, burst: 200.0, max_violations: 200 }
     }
 }
 
@@ -58,12 +53,7 @@ struct RateLimit {
 
 impl RateLimit {
     fn new(rate: f64, burst: f64) -> Self {
-        RateLimit {
-            tokens: burst,
-            last: Instant::now(),
-            rate,
-            burst,
-        }
+        RateLimit { tokens: burst, last: Instant::now(), rate, burst }
     }
     fn allow(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
@@ -82,13 +72,7 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>) {
     let conn = NEXT_CONN.fetch_add(1, Relaxed);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(CONN_QUEUE);
     let kill = Arc::new(Notify::new());
-    app.hub.send(HubEvent::Connected {
-        conn,
-        tx: ConnTx {
-            tx: tx.clone(),
-            kill: kill.clone(),
-        },
-    });
+    app.hub.send(HubEvent::Connected { conn, tx: ConnTx { tx: tx.clone(), kill: kill.clone() } });
     tracing::debug!(conn, "socket opened");
 
     let (mut sink, mut stream) = socket.split();
@@ -105,27 +89,13 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>) {
                     }
                 }
                 Some(Outgoing::Close(code, reason)) => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        sink.send(Message::Close(Some(frame))),
-                    )
-                    .await;
+                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
                     break;
                 }
                 None => {
-                    let frame = CloseFrame {
-                        code: 1008,
-                        reason: Utf8Bytes::from_static("too slow"),
-                    };
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        sink.send(Message::Close(Some(frame))),
-                    )
-                    .await;
+                    let frame = CloseFrame { code: 1008, reason: Utf8Bytes::from_static("too slow") };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
                     break;
                 }
             }
@@ -175,10 +145,7 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>) {
             }
             violations = 0;
             if text.len() > limits.max_message {
-                let err = ProtoError::TooLarge {
-                    size: text.len(),
-                    limit: limits.max_message,
-                };
+                let err = ProtoError::TooLarge { size: text.len(), limit: limits.max_message };
                 reply(ServerMsg::error(err.to_string()));
                 continue;
             }

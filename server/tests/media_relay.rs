@@ -19,27 +19,14 @@ fn enough(r: &Received) -> bool {
 }
 
 fn check(who: &str, got: &Received, want: Source) {
-    let rgb = got
-        .last_rgb
-        .unwrap_or_else(|| panic!("{who} decoded no video"));
+    let rgb = got.last_rgb.unwrap_or_else(|| panic!("{who} decoded no video"));
     assert!(got.frames >= 45, "{who} decoded only {} frames", got.frames);
     assert_eq!(got.size, Some((W, H)), "{who}: frame size");
-    assert!(
-        colour_distance(rgb, want.rgb) <= 24,
-        "{who} saw colour {rgb:?}, the other side sent {:?}",
-        want.rgb
-    );
+    assert!(colour_distance(rgb, want.rgb) <= 24, "{who} saw colour {rgb:?}, the other side sent {:?}", want.rgb);
     let f = dominant_frequency(tail(&got.pcm, 1.0), SAMPLE_RATE).expect("enough audio");
     let err = (f - want.tone_hz).abs() / want.tone_hz;
-    assert!(
-        err < 0.02,
-        "{who} heard {f:.1} Hz, the other side sent {} Hz",
-        want.tone_hz
-    );
-    println!(
-        "{who}: {} frames, colour {rgb:?}, {} audio packets, tone {f:.1} Hz",
-        got.frames, got.audio_packets
-    );
+    assert!(err < 0.02, "{who} heard {f:.1} Hz, the other side sent {} Hz", want.tone_hz);
+    println!("{who}: {} frames, colour {rgb:?}, {} audio packets, tone {f:.1} Hz", got.frames, got.audio_packets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,44 +36,29 @@ async fn colour_and_tone_cross_the_relay_both_ways() {
     let mut bob = MediaUser::new(&server, "bob").await;
     tokio::join!(alice.call("bob"), bob.answer("alice"));
 
-    let a_src = Source {
-        rgb: RED,
-        tone_hz: 440.0,
-    };
-    let b_src = Source {
-        rgb: BLUE,
-        tone_hz: 660.0,
-    };
+    let a_src = Source { rgb: RED, tone_hz: 440.0 };
+    let b_src = Source { rgb: BLUE, tone_hz: 660.0 };
     let within = Duration::from_secs(20);
     let done = Done::of(2);
-    let (at_alice, at_bob) = tokio::join!(
-        alice.exchange(a_src, within, &done, enough),
-        bob.exchange(b_src, within, &done, enough)
-    );
+    let (at_alice, at_bob) =
+        tokio::join!(alice.exchange(a_src, within, &done, enough), bob.exchange(b_src, within, &done, enough));
     check("alice", &at_alice, b_src);
     check("bob", &at_bob, a_src);
 
     let m = server.metrics.render();
     assert!(m.contains("one2one_active_calls 1"), "{m}");
-    let relayed: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("one2one_relayed_packets_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let relayed: u64 =
+        m.lines().find_map(|l| l.strip_prefix("one2one_relayed_packets_total ")).and_then(|v| v.parse().ok()).unwrap();
     assert!(relayed > 200, "relayed {relayed} packets");
 
     alice.hang_up().await;
-    bob.ws
-        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    bob.ws.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     bob.drop_peer().await;
     server.shutdown().await;
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 /// UDP sockets this process holds (inodes of /proc/self/fd that are in
@@ -114,24 +86,16 @@ fn udp_sockets() -> usize {
 
 async fn one_call(server: &one2one_server::Server, alice: &mut MediaUser, bob: &mut MediaUser) {
     tokio::join!(alice.call("bob"), bob.answer("alice"));
-    let src = Source {
-        rgb: RED,
-        tone_hz: 440.0,
-    };
+    let src = Source { rgb: RED, tone_hz: 440.0 };
     let some = |r: &Received| r.frames >= 3 && r.audio_packets >= 5;
     let done = Done::of(2);
     let (a, b) = tokio::join!(
         alice.exchange(src, Duration::from_secs(15), &done, some),
         bob.exchange(src, Duration::from_secs(15), &done, some)
     );
-    assert!(
-        some(&a) && some(&b),
-        "media did not flow: alice {a:?} bob {b:?}"
-    );
+    assert!(some(&a) && some(&b), "media did not flow: alice {a:?} bob {b:?}");
     alice.hang_up().await;
-    bob.ws
-        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    bob.ws.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     bob.drop_peer().await;
     let _ = server;
 }
@@ -161,16 +125,9 @@ async fn twenty_calls_leave_no_sockets_behind() {
     for _ in 0..20 {
         one_call(&server, &mut alice, &mut bob).await;
     }
-    assert_eq!(
-        settle(0, udp_sockets).await,
-        0,
-        "UDP sockets left open after 20 calls"
-    );
+    assert_eq!(settle(0, udp_sockets).await, 0, "UDP sockets left open after 20 calls");
     let fds = settle(fd_base, open_fds).await;
-    assert_eq!(
-        fds, fd_base,
-        "open file descriptors: {fd_base} before, {fds} after 20 calls"
-    );
+    assert_eq!(fds, fd_base, "open file descriptors: {fd_base} before, {fds} after 20 calls");
     println!("after 20 calls: {fds} fds (baseline {fd_base}), 0 UDP sockets");
     server.shutdown().await;
 }

@@ -17,12 +17,7 @@ struct H {
 
 impl H {
     fn new() -> Self {
-        H {
-            sig: Signaling::new(Config::default()),
-            now: Instant::now(),
-            sent: vec![],
-            media: vec![],
-        }
+        H { sig: Signaling::new(Config::default()), now: Instant::now(), sent: vec![], media: vec![] }
     }
     fn input(&mut self, i: Input) {
         self.sig.handle(self.now, i);
@@ -47,10 +42,7 @@ impl H {
     fn user(&mut self, c: ConnId, name: &str) {
         self.connect(c);
         self.msg(c, &format!(r#"{{"id":"register","name":"{name}"}}"#));
-        assert_eq!(
-            self.take(c),
-            [r#"{"id":"registerResponse","response":"accepted"}"#]
-        );
+        assert_eq!(self.take(c), [r#"{"id":"registerResponse","response":"accepted"}"#]);
     }
     fn take(&mut self, c: ConnId) -> Vec<String> {
         let (mine, rest): (Vec<_>, Vec<_>) = self.sent.drain(..).partition(|(to, _)| *to == c);
@@ -74,36 +66,16 @@ impl H {
     fn in_call(&mut self) -> CallId {
         self.user(1, "alice");
         self.user(2, "bob");
-        self.msg(
-            1,
-            r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-        );
+        self.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
         assert_eq!(self.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
         self.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
         let cmds = self.take_media();
-        let MediaCmd::Start {
-            call,
-            caller_offer,
-            callee_offer,
-        } = &cmds[0]
-        else {
-            panic!("{cmds:?}")
-        };
+        let MediaCmd::Start { call, caller_offer, callee_offer } = &cmds[0] else { panic!("{cmds:?}") };
         assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
         let call = *call;
-        self.input(Input::Media(MediaEvent::Answers {
-            call,
-            caller_answer: "AA".into(),
-            callee_answer: "AB".into(),
-        }));
-        assert_eq!(
-            self.take(2),
-            [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]
-        );
-        assert_eq!(
-            self.take(1),
-            [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]
-        );
+        self.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+        assert_eq!(self.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
+        assert_eq!(self.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
         call
     }
 }
@@ -120,40 +92,22 @@ fn register_rules() {
     h.msg(2, r#"{"id":"register","name":"alice"}"#);
     assert_eq!(
         h.take(2),
-        [
-            r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#
-        ]
+        [r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#]
     );
     h.msg(2, r#"{"id":"register","name":""}"#);
+    assert_eq!(h.take(2), [r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#]);
+    h.msg(2, &format!(r#"{{"id":"register","name":"{}"}}"#, "x".repeat(65)));
     assert_eq!(
         h.take(2),
-        [r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#]
-    );
-    h.msg(
-        2,
-        &format!(r#"{{"id":"register","name":"{}"}}"#, "x".repeat(65)),
-    );
-    assert_eq!(
-        h.take(2),
-        [
-            r#"{"id":"registerResponse","response":"rejected ","message":"user name is longer than 64 characters"}"#
-        ]
+        [r#"{"id":"registerResponse","response":"rejected ","message":"user name is longer than 64 characters"}"#]
     );
     h.msg(2, r#"{"id":"register","name":"a\u0007b"}"#);
     assert_eq!(
         h.take(2),
-        [
-            r#"{"id":"registerResponse","response":"rejected ","message":"user name contains control characters"}"#
-        ]
+        [r#"{"id":"registerResponse","response":"rejected ","message":"user name contains control characters"}"#]
     );
-    h.msg(
-        2,
-        &format!(r#"{{"id":"register","name":"{}"}}"#, "é".repeat(64)),
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"registerResponse","response":"accepted"}"#]
-    );
+    h.msg(2, &format!(r#"{{"id":"register","name":"{}"}}"#, "é".repeat(64)));
+    assert_eq!(h.take(2), [r#"{"id":"registerResponse","response":"accepted"}"#]);
     // A second register on the same socket (Q8).
     h.msg(1, r#"{"id":"register","name":"carol"}"#);
     assert_eq!(
@@ -167,10 +121,7 @@ fn register_rules() {
     h.input(Input::Disconnected(1));
     h.connect(3);
     h.msg(3, r#"{"id":"register","name":"alice"}"#);
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"registerResponse","response":"accepted"}"#]
-    );
+    assert_eq!(h.take(3), [r#"{"id":"registerResponse","response":"accepted"}"#]);
 }
 
 #[test]
@@ -179,27 +130,16 @@ fn everything_but_register_needs_registration() {
     h.user(1, "alice");
     h.connect(9);
     for (json, id) in [
-        (
-            r#"{"id":"call","from":"x","to":"alice","sdpOffer":"O"}"#,
-            "call",
-        ),
+        (r#"{"id":"call","from":"x","to":"alice","sdpOffer":"O"}"#, "call"),
         (
             r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"O"}"#,
             "incomingCallResponse",
         ),
-        (
-            r#"{"id":"onIceCandidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
-            "onIceCandidate",
-        ),
+        (r#"{"id":"onIceCandidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#, "onIceCandidate"),
         (r#"{"id":"stop"}"#, "stop"),
     ] {
         h.msg(9, json);
-        assert_eq!(
-            h.take(9),
-            [format!(
-                r#"{{"id":"error","message":"You must register before sending `{id}`"}}"#
-            )]
-        );
+        assert_eq!(h.take(9), [format!(r#"{{"id":"error","message":"You must register before sending `{id}`"}}"#)]);
     }
     h.nothing_sent();
     assert!(h.take_media().is_empty());
@@ -209,22 +149,10 @@ fn everything_but_register_needs_registration() {
 fn unknown_callee_and_self_call() {
     let mut h = H::new();
     h.user(1, "alice");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"zed","sdpOffer":"O"}"#,
-    );
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#]
-    );
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"alice","sdpOffer":"O"}"#,
-    );
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#]
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"zed","sdpOffer":"O"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#]);
+    h.msg(1, r#"{"id":"call","from":"alice","to":"alice","sdpOffer":"O"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#]);
     assert_eq!(h.sig.active_calls(), 0);
 }
 
@@ -233,10 +161,7 @@ fn caller_is_the_registered_name_whatever_from_says() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"mallory","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"mallory","to":"bob","sdpOffer":"O"}"#);
     assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
 }
 
@@ -245,17 +170,11 @@ fn success_then_hang_up_by_caller() {
     let mut h = H::new();
     let call = h.in_call();
     h.msg(1, r#"{"id":"stop"}"#);
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
-    );
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]);
     h.nothing_sent();
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
     // Both are idle again and can call.
-    h.msg(
-        2,
-        r#"{"id":"call","from":"bob","to":"alice","sdpOffer":"O"}"#,
-    );
+    h.msg(2, r#"{"id":"call","from":"bob","to":"alice","sdpOffer":"O"}"#);
     assert_eq!(h.take(1), [r#"{"id":"incomingCall","from":"bob"}"#]);
 }
 
@@ -264,10 +183,7 @@ fn hang_up_by_callee_and_late_stop_is_ignored() {
     let mut h = H::new();
     let call = h.in_call();
     h.msg(2, r#"{"id":"stop"}"#);
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
     h.msg(1, r#"{"id":"stop"}"#);
     h.nothing_sent();
@@ -279,34 +195,16 @@ fn reject_and_bussy() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#);
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#]);
     h.nothing_sent();
-    assert!(
-        h.take_media().is_empty(),
-        "a call that never reached media releases nothing"
-    );
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    assert!(h.take_media().is_empty(), "a call that never reached media releases nothing");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"bussy"}"#,
-    );
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
-    );
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"bussy"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
 }
 
 #[test]
@@ -314,21 +212,12 @@ fn busy_callee_is_never_disturbed() {
     let mut h = H::new();
     let call = h.in_call();
     h.user(3, "carol");
-    h.msg(
-        3,
-        r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#,
-    );
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
-    );
+    h.msg(3, r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#);
+    assert_eq!(h.take(3), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
     h.nothing_sent();
     // Bob hangs up: alice is told, carol is not (Q7).
     h.msg(2, r#"{"id":"stop"}"#);
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]);
     assert!(h.take(3).is_empty());
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
 }
@@ -339,28 +228,13 @@ fn ringing_callee_is_busy_too() {
     h.user(1, "alice");
     h.user(2, "bob");
     h.user(3, "carol");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
-    h.msg(
-        3,
-        r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#,
-    );
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
-    );
+    h.msg(3, r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#);
+    assert_eq!(h.take(3), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
     // A ringing caller is busy as well.
-    h.msg(
-        3,
-        r#"{"id":"call","from":"carol","to":"alice","sdpOffer":"O"}"#,
-    );
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]
-    );
+    h.msg(3, r#"{"id":"call","from":"carol","to":"alice","sdpOffer":"O"}"#);
+    assert_eq!(h.take(3), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
     h.nothing_sent();
 }
 
@@ -370,42 +244,21 @@ fn third_party_cannot_touch_a_call() {
     h.user(1, "alice");
     h.user(2, "bob");
     h.user(3, "mallory");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
-    h.msg(
-        3,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#,
-    );
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
-    );
+    h.msg(3, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#);
+    assert_eq!(h.take(3), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
     h.msg(3, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#);
-    assert_eq!(
-        h.take(3),
-        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
-    );
+    assert_eq!(h.take(3), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
     h.msg(3, r#"{"id":"stop"}"#);
     h.msg(3, r#"{"id":"onIceCandidate","candidate":{"candidate":"evil","sdpMid":"0","sdpMLineIndex":0}}"#);
     h.nothing_sent();
     assert!(h.take_media().is_empty());
     // The caller cannot answer its own call either.
-    h.msg(
-        1,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#,
-    );
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
-    );
+    h.msg(1, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
     // The real callee still can, and mallory's candidate is nowhere.
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let cmds = h.take_media();
     assert!(matches!(&cmds[..], [MediaCmd::Start { .. }]), "{cmds:?}");
 }
@@ -415,33 +268,18 @@ fn ring_timeout() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
     h.advance(Duration::from_secs(59));
     h.nothing_sent();
     h.advance(Duration::from_secs(1));
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#]
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"no answer"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#]);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"no answer"}"#]);
     assert_eq!(h.sig.active_calls(), 0);
     assert!(h.take_media().is_empty());
     // A late answer gets the original's reply.
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
-    );
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
 }
 
 #[test]
@@ -449,16 +287,10 @@ fn caller_cancels_while_ringing() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
     h.msg(1, r#"{"id":"stop"}"#);
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]
-    );
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]);
     h.nothing_sent();
     assert!(h.sig.poll_timeout().is_none(), "the ring timer is gone");
 }
@@ -468,24 +300,12 @@ fn caller_closes_while_ringing() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
     h.input(Input::Disconnected(1));
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]
-    );
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
     assert!(h.take_media().is_empty());
 }
 
@@ -494,17 +314,12 @@ fn callee_closes_while_ringing() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"O"}"#);
     h.take(2);
     h.input(Input::Disconnected(2));
     assert_eq!(
         h.take(1),
-        [
-            r#"{"id":"callResponse","response":"rejected","message":"User bob is no longer available"}"#
-        ]
+        [r#"{"id":"callResponse","response":"rejected","message":"User bob is no longer available"}"#]
     );
 }
 
@@ -514,15 +329,10 @@ fn close_during_setup_releases_media_and_ignores_late_answers() {
         let mut h = H::new();
         h.user(1, "alice");
         h.user(2, "bob");
-        h.msg(
-            1,
-            r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-        );
+        h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
         h.take(2);
         h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
-        let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
-            panic!()
-        };
+        let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
         h.input(Input::Disconnected(leaver));
         let other = 3 - leaver;
         let want = if other == 1 {
@@ -533,16 +343,8 @@ fn close_during_setup_releases_media_and_ignores_late_answers() {
         assert_eq!(h.take(other), [want]);
         assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
         // The backend finishes its setup anyway: nothing goes out (Q3).
-        h.input(Input::Media(MediaEvent::Candidate {
-            call,
-            leg: Leg::Caller,
-            candidate: cand("late"),
-        }));
-        h.input(Input::Media(MediaEvent::Answers {
-            call,
-            caller_answer: "A".into(),
-            callee_answer: "B".into(),
-        }));
+        h.input(Input::Media(MediaEvent::Candidate { call, leg: Leg::Caller, candidate: cand("late") }));
+        h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "A".into(), callee_answer: "B".into() }));
         h.nothing_sent();
         assert!(h.take_media().is_empty());
     }
@@ -553,10 +355,7 @@ fn close_mid_call() {
     let mut h = H::new();
     let call = h.in_call();
     h.input(Input::Disconnected(2));
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"remote user hanged out"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
     assert_eq!(h.sig.registered_users(), 1);
 }
@@ -567,32 +366,14 @@ fn candidates_are_queued_per_leg_and_never_lost() {
     h.user(1, "alice");
     h.user(2, "bob");
     // The caller trickles before and after its `call` (Q4a).
-    h.msg(
-        1,
-        r#"{"id":"onIceCandidate","candidate":{"candidate":"a1","sdpMid":"0","sdpMLineIndex":0}}"#,
-    );
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-    );
+    h.msg(1, r#"{"id":"onIceCandidate","candidate":{"candidate":"a1","sdpMid":"0","sdpMLineIndex":0}}"#);
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
     h.take(2);
-    h.msg(
-        1,
-        r#"{"id":"onIceCandidate","candidate":{"candidate":"a2","sdpMid":"0","sdpMLineIndex":0}}"#,
-    );
+    h.msg(1, r#"{"id":"onIceCandidate","candidate":{"candidate":"a2","sdpMid":"0","sdpMLineIndex":0}}"#);
     // The callee trickles before its accept arrives.
-    h.msg(
-        2,
-        r#"{"id":"onIceCandidate","candidate":{"candidate":"b1","sdpMid":"0","sdpMLineIndex":0}}"#,
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
-    h.msg(
-        2,
-        r#"{"id":"onIceCandidate","candidate":{"candidate":"b2","sdpMid":"0","sdpMLineIndex":0}}"#,
-    );
+    h.msg(2, r#"{"id":"onIceCandidate","candidate":{"candidate":"b1","sdpMid":"0","sdpMLineIndex":0}}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    h.msg(2, r#"{"id":"onIceCandidate","candidate":{"candidate":"b2","sdpMid":"0","sdpMLineIndex":0}}"#);
     let cmds = h.take_media();
     let call = match &cmds[0] {
         MediaCmd::Start { call, .. } => *call,
@@ -601,11 +382,7 @@ fn candidates_are_queued_per_leg_and_never_lost() {
     let adds: Vec<(Leg, String)> = cmds[1..]
         .iter()
         .map(|c| match c {
-            MediaCmd::AddCandidate {
-                call: id,
-                leg,
-                candidate,
-            } if *id == call => (*leg, candidate.candidate.clone()),
+            MediaCmd::AddCandidate { call: id, leg, candidate } if *id == call => (*leg, candidate.candidate.clone()),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -619,11 +396,7 @@ fn candidates_are_queued_per_leg_and_never_lost() {
         ]
     );
     // The server's candidates go to the right user, tagged like Kurento's.
-    h.input(Input::Media(MediaEvent::Candidate {
-        call,
-        leg: Leg::Callee,
-        candidate: cand("s1"),
-    }));
+    h.input(Input::Media(MediaEvent::Candidate { call, leg: Leg::Callee, candidate: cand("s1") }));
     assert_eq!(
         h.take(2),
         [
@@ -637,19 +410,10 @@ fn stale_candidates_do_not_leak_into_the_next_call() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"onIceCandidate","candidate":{"candidate":"old","sdpMid":"0","sdpMLineIndex":0}}"#,
-    );
+    h.msg(1, r#"{"id":"onIceCandidate","candidate":{"candidate":"old","sdpMid":"0","sdpMLineIndex":0}}"#);
     h.advance(Duration::from_secs(30));
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let cmds = h.take_media();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
 }
@@ -659,49 +423,21 @@ fn media_failure_and_setup_timeout() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     h.take(2);
-    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
-        panic!()
-    };
-    h.input(Input::Media(MediaEvent::Failed {
-        call,
-        reason: "no common codec".into(),
-    }));
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"no common codec"}"#]
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"no common codec"}"#]
-    );
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
+    h.input(Input::Media(MediaEvent::Failed { call, reason: "no common codec".into() }));
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"no common codec"}"#]);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"no common codec"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
 
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     h.take(2);
-    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else {
-        panic!()
-    };
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
     h.advance(Duration::from_secs(30));
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"callResponse","response":"rejected","message":"media setup timed out"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"media setup timed out"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
 }
 
@@ -710,23 +446,11 @@ fn accept_without_offer_is_an_error_and_the_call_keeps_ringing() {
     let mut h = H::new();
     h.user(1, "alice");
     h.user(2, "bob");
-    h.msg(
-        1,
-        r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#,
-    );
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
     h.take(2);
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept"}"#,
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"error","message":"An accepting incomingCallResponse needs an `sdpOffer`"}"#]
-    );
-    h.msg(
-        2,
-        r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#,
-    );
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"error","message":"An accepting incomingCallResponse needs an `sdpOffer`"}"#]);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     assert!(matches!(h.take_media()[0], MediaCmd::Start { .. }));
 }
 
@@ -735,14 +459,8 @@ fn shutdown_tells_everyone_and_releases() {
     let mut h = H::new();
     let call = h.in_call();
     h.input(Input::Shutdown);
-    assert_eq!(
-        h.take(1),
-        [r#"{"id":"stopCommunication","message":"server shutting down"}"#]
-    );
-    assert_eq!(
-        h.take(2),
-        [r#"{"id":"stopCommunication","message":"server shutting down"}"#]
-    );
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"server shutting down"}"#]);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"server shutting down"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
 }
 

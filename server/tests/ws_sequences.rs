@@ -12,11 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 const SILENCE: Duration = Duration::from_millis(300);
 
 fn call_json(from: &str, to: &str, sdp: &str) -> String {
-    shared_proto::encode(&shared_proto::ClientMsg::Call {
-        from: from.into(),
-        to: to.into(),
-        sdp_offer: sdp.into(),
-    })
+    shared_proto::encode(&shared_proto::ClientMsg::Call { from: from.into(), to: to.into(), sdp_offer: sdp.into() })
 }
 
 fn accept_json(from: &str, sdp: &str) -> String {
@@ -27,17 +23,11 @@ fn assert_answer(msg: &str, prefix: &str) {
     assert!(msg.starts_with(prefix), "got {msg}");
     let parsed = shared_proto::decode_server(msg).unwrap();
     let sdp = match parsed {
-        shared_proto::ServerMsg::CallResponse {
-            sdp_answer: Some(s),
-            ..
-        } => s,
+        shared_proto::ServerMsg::CallResponse { sdp_answer: Some(s), .. } => s,
         shared_proto::ServerMsg::StartCommunication { sdp_answer } => s_or(sdp_answer),
         other => panic!("{other:?}"),
     };
-    assert!(
-        sdp.starts_with("v=0\r\n") && sdp.contains("a=setup:") && sdp.contains("VP8/90000"),
-        "{sdp}"
-    );
+    assert!(sdp.starts_with("v=0\r\n") && sdp.contains("a=setup:") && sdp.contains("VP8/90000"), "{sdp}");
 }
 
 fn s_or(s: String) -> String {
@@ -53,14 +43,8 @@ async fn established(server: &one2one_server::Server) -> (Ws, Ws) {
     alice.send(&call_json("alice", "bob", &offer_a)).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
     bob.send(&accept_json("alice", &offer_b)).await;
-    assert_answer(
-        &bob.recv_signal().await,
-        r#"{"id":"startCommunication","sdpAnswer":"v=0"#,
-    );
-    assert_answer(
-        &alice.recv_signal().await,
-        r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#,
-    );
+    assert_answer(&bob.recv_signal().await, r#"{"id":"startCommunication","sdpAnswer":"v=0"#);
+    assert_answer(&alice.recv_signal().await, r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#);
     (alice, bob)
 }
 
@@ -69,8 +53,7 @@ async fn success_then_caller_hangs_up() {
     let server = start_server(default_config()).await;
     let (mut alice, mut bob) = established(&server).await;
     alice.send(r#"{"id":"stop"}"#).await;
-    bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     alice.expect_silence(SILENCE).await;
     server.shutdown().await;
 }
@@ -80,9 +63,7 @@ async fn callee_hangs_up() {
     let server = start_server(default_config()).await;
     let (mut alice, mut bob) = established(&server).await;
     bob.send(r#"{"id":"stop"}"#).await;
-    alice
-        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     bob.expect_silence(SILENCE).await;
     server.shutdown().await;
 }
@@ -101,7 +82,10 @@ async fn server_candidates_carry_kurento_tags() {
     for _ in 0..20 {
         let m = alice.recv().await;
         if m.starts_with(r#"{"id":"iceCandidate","candidate":{"candidate":"candidate:"#) {
-            assert!(m.ends_with(r#","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}"#), "{m}");
+            assert!(
+                m.ends_with(r#","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}"#),
+                "{m}"
+            );
             saw_candidate = true;
         }
         if saw_candidate && m.starts_with(r#"{"id":"callResponse""#) {
@@ -120,9 +104,7 @@ async fn rejected() {
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
     bob.send(r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#).await;
-    alice
-        .expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#)
-        .await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#).await;
     bob.expect_silence(SILENCE).await;
     server.shutdown().await;
 }
@@ -133,22 +115,17 @@ async fn busy_callee_is_not_disturbed() {
     let (mut alice, mut bob) = established(&server).await;
     let mut carol = Ws::user(&server, "carol").await;
     carol.send(&call_json("carol", "bob", "v=0\r\n")).await;
-    carol
-        .expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#)
-        .await;
+    carol.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#).await;
     bob.expect_silence(SILENCE).await;
     // A browser that is busy auto-rejects with "bussy"; the caller learns it is busy.
     let mut dave = Ws::user(&server, "dave").await;
     dave.send(&call_json("dave", "carol", "v=0\r\n")).await;
     carol.expect(r#"{"id":"incomingCall","from":"dave"}"#).await;
     carol.send(r#"{"id":"incomingCallResponse","from":"dave","callResponse":"reject","message":"bussy"}"#).await;
-    dave.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#)
-        .await;
+    dave.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#).await;
     // bob hangs up: only alice hears of it.
     bob.send(r#"{"id":"stop"}"#).await;
-    alice
-        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     carol.expect_silence(SILENCE).await;
     server.shutdown().await;
 }
@@ -160,11 +137,7 @@ async fn unknown_user_and_self_call() {
     alice.send(&call_json("alice", "zed", "v=0\r\n")).await;
     alice.expect(r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#).await;
     alice.send(&call_json("alice", "alice", "v=0\r\n")).await;
-    alice
-        .expect(
-            r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#,
-        )
-        .await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"You cannot call yourself"}"#).await;
     server.shutdown().await;
 }
 
@@ -176,18 +149,15 @@ async fn caller_cancels_and_caller_closes_while_ringing() {
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
     alice.send(r#"{"id":"stop"}"#).await;
-    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#)
-        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#).await;
 
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
     alice.close().await;
-    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#)
-        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"caller cancelled"}"#).await;
     // The original's reply to a late answer.
     bob.send(&accept_json("alice", "v=0\r\n")).await;
-    bob.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#)
-        .await;
+    bob.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#).await;
     // alice's name is free again.
     let _again = Ws::user(&server, "alice").await;
     server.shutdown().await;
@@ -214,11 +184,8 @@ async fn ring_timeout() {
     let mut bob = Ws::user(&server, "bob").await;
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
-    alice
-        .expect(r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#)
-        .await;
-    bob.expect(r#"{"id":"stopCommunication","message":"no answer"}"#)
-        .await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"no answer"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"no answer"}"#).await;
     server.shutdown().await;
 }
 
@@ -237,14 +204,9 @@ async fn close_during_setup_releases_everything() {
     // was (the call started and ended); both are complete, exact sequences.
     let first = alice.recv_signal().await;
     if first.starts_with(r#"{"id":"callResponse","response":"accepted""#) {
-        alice
-            .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-            .await;
+        alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     } else {
-        assert_eq!(
-            first,
-            r#"{"id":"callResponse","response":"rejected","message":"remote user hanged out"}"#
-        );
+        assert_eq!(first, r#"{"id":"callResponse","response":"rejected","message":"remote user hanged out"}"#);
     }
     wait_for_metric(&server, "one2one_active_calls 0").await;
     alice.expect_silence(SILENCE).await;
@@ -256,9 +218,7 @@ async fn close_mid_call() {
     let server = start_server(default_config()).await;
     let (mut alice, bob) = established(&server).await;
     bob.close().await;
-    alice
-        .expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#)
-        .await;
+    alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     wait_for_metric(&server, "one2one_registered_users 1").await;
     server.shutdown().await;
 }
@@ -272,16 +232,13 @@ async fn third_party_cannot_answer_or_stop() {
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
     eve.send(&accept_json("alice", "v=0\r\n")).await;
-    eve.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#)
-        .await;
+    eve.expect(r#"{"id":"stopCommunication","message":"unknown from = alice"}"#).await;
     eve.send(r#"{"id":"stop"}"#).await;
     eve.send(r#"{"id":"onIceCandidate","candidate":{"candidate":"candidate:1 1 udp 1 10.9.9.9 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#).await;
     alice.expect_silence(SILENCE).await;
     bob.expect_silence(Duration::ZERO).await;
     bob.send(r#"{"id":"incomingCallResponse","from":"alice","callResponse":"reject","message":"user declined"}"#).await;
-    alice
-        .expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#)
-        .await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#).await;
     server.shutdown().await;
 }
 
@@ -290,18 +247,14 @@ async fn registration_rules() {
     let server = start_server(default_config()).await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut other = Ws::connect(&server, "other").await;
-    other
-        .send(r#"{"id":"call","from":"x","to":"alice","sdpOffer":"v=0"}"#)
-        .await;
-    other
-        .expect(r#"{"id":"error","message":"You must register before sending `call`"}"#)
-        .await;
+    other.send(r#"{"id":"call","from":"x","to":"alice","sdpOffer":"v=0"}"#).await;
+    other.expect(r#"{"id":"error","message":"You must register before sending `call`"}"#).await;
     other.send(r#"{"id":"register","name":"alice"}"#).await;
-    other.expect(r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#).await;
-    other.send(r#"{"id":"register","name":""}"#).await;
     other
-        .expect(r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#)
+        .expect(r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#)
         .await;
+    other.send(r#"{"id":"register","name":""}"#).await;
+    other.expect(r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#).await;
     alice.send(r#"{"id":"register","name":"alice2"}"#).await;
     alice.expect(r#"{"id":"registerResponse","response":"rejected ","message":"This connection is already registered as alice"}"#).await;
     server.shutdown().await;
@@ -312,26 +265,11 @@ async fn bad_input_gets_clear_errors_and_the_socket_stays_usable() {
     let server = start_server(default_config()).await;
     let mut ws = Ws::connect(&server, "fuzzy").await;
     let cases: &[(&str, &str)] = &[
-        (
-            "hello",
-            r#"{"id":"error","message":"invalid message: not JSON (expected value at line 1 column 1)"}"#,
-        ),
-        (
-            "[]",
-            r#"{"id":"error","message":"invalid message: expected a JSON object"}"#,
-        ),
-        (
-            r#"{"name":"a"}"#,
-            r#"{"id":"error","message":"invalid message: missing field `id`"}"#,
-        ),
-        (
-            r#"{"id":"dance"}"#,
-            r#"{"id":"error","message":"invalid message: unknown id `dance`"}"#,
-        ),
-        (
-            r#"{"id":"register"}"#,
-            r#"{"id":"error","message":"invalid `register` message: missing field `name`"}"#,
-        ),
+        ("hello", r#"{"id":"error","message":"invalid message: not JSON (expected value at line 1 column 1)"}"#),
+        ("[]", r#"{"id":"error","message":"invalid message: expected a JSON object"}"#),
+        (r#"{"name":"a"}"#, r#"{"id":"error","message":"invalid message: missing field `id`"}"#),
+        (r#"{"id":"dance"}"#, r#"{"id":"error","message":"invalid message: unknown id `dance`"}"#),
+        (r#"{"id":"register"}"#, r#"{"id":"error","message":"invalid `register` message: missing field `name`"}"#),
         (
             r#"{"id":"register","name":42}"#,
             r#"{"id":"error","message":"invalid `register` message: invalid type: integer `42`, expected a string"}"#,
@@ -345,19 +283,18 @@ async fn bad_input_gets_clear_errors_and_the_socket_stays_usable() {
     ws.expect(r#"{"id":"error","message":"invalid message: binary frames are not supported, send JSON text"}"#).await;
     let big = format!(r#"{{"id":"register","name":"{}"}}"#, "x".repeat(70 * 1024));
     ws.send(&big).await;
-    ws.expect(&format!(r#"{{"id":"error","message":"invalid message: {} bytes is over the limit of 65536 bytes"}}"#, big.len()))
-        .await;
+    ws.expect(&format!(
+        r#"{{"id":"error","message":"invalid message: {} bytes is over the limit of 65536 bytes"}}"#,
+        big.len()
+    ))
+    .await;
     // Still usable.
     ws.send(r#"{"id":"register","name":"fuzzy"}"#).await;
-    ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#)
-        .await;
+    ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
     // Far beyond the limit: the socket is closed with 1009.
     ws.send(&"y".repeat(1024 * 1024)).await;
     let closed = ws.recv().await;
-    assert!(
-        closed.starts_with("CLOSE Some(CloseFrame { code: Size"),
-        "{closed}"
-    );
+    assert!(closed.starts_with("CLOSE Some(CloseFrame { code: Size"), "{closed}");
     wait_for_metric(&server, "one2one_registered_users 0").await;
     server.shutdown().await;
 }
@@ -388,16 +325,10 @@ async fn shutdown_tells_users() {
     let server = start_server(default_config()).await;
     let (mut alice, mut bob) = established(&server).await;
     server.shutdown().await;
-    alice
-        .expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#)
-        .await;
-    bob.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#)
-        .await;
+    alice.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#).await;
     let closed = alice.recv().await;
-    assert!(
-        closed.contains("Away") && closed.contains("server shutting down"),
-        "{closed}"
-    );
+    assert!(closed.contains("Away") && closed.contains("server shutting down"), "{closed}");
 }
 
 #[tokio::test]
@@ -414,11 +345,9 @@ async fn health_metrics_and_client_config() {
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
@@ -426,7 +355,10 @@ async fn health_metrics_and_client_config() {
     };
     assert!(get("/healthz").await.ends_with("ok\n"));
     let cfg = get("/api/config").await;
-    assert!(cfg.ends_with(r#"{"iceServers":[{"credential":"p","urls":["turn:turn.example.org:3478"],"username":"u"}]}"#), "{cfg}");
+    assert!(
+        cfg.ends_with(r#"{"iceServers":[{"credential":"p","urls":["turn:turn.example.org:3478"],"username":"u"}]}"#),
+        "{cfg}"
+    );
     let page = get("/").await;
     assert!(page.contains("<video") && page.contains("app.js"), "{page}");
     let _a = Ws::user(&server, "alice").await;
@@ -451,10 +383,7 @@ async fn wait_for_metric(server: &one2one_server::Server, needle: &str) {
         if m.contains(needle) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{needle} never showed in\n{m}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{needle} never showed in\n{m}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -489,14 +418,11 @@ async fn garbage_from_many_sockets_never_breaks_the_server() {
     for conn in 0..10 {
         let mut ws = Ws::connect(&server, &format!("garbage{conn}")).await;
         if conn % 2 == 0 {
-            ws.send(&format!(r#"{{"id":"register","name":"g{conn}"}}"#))
-                .await;
+            ws.send(&format!(r#"{{"id":"register","name":"g{conn}"}}"#)).await;
         }
         for _ in 0..100 {
             let n = (next() % 4) as usize + 1;
-            let text: String = (0..n)
-                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
-                .collect();
+            let text: String = (0..n).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
             ws.send(&text).await;
             sent += 1;
         }

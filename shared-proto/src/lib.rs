@@ -64,19 +64,11 @@ pub struct IceCandidate {
     pub candidate: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
-    #[serde(
-        rename = "sdpMLineIndex",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "sdpMLineIndex", default, skip_serializing_if = "Option::is_none")]
     pub sdp_mline_index: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_fragment: Option<String>,
-    #[serde(
-        rename = "__module__",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "__module__", default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     #[serde(rename = "__type__", default, skip_serializing_if = "Option::is_none")]
     pub type_tag: Option<String>,
@@ -242,33 +234,19 @@ impl ServerMsg {
     }
 
     pub fn register_accepted() -> Self {
-        ServerMsg::RegisterResponse {
-            response: Response::Accepted,
-            message: None,
-        }
+        ServerMsg::RegisterResponse { response: Response::Accepted, message: None }
     }
 
     pub fn register_rejected(message: impl Into<String>) -> Self {
-        ServerMsg::RegisterResponse {
-            response: Response::RejectedRegister,
-            message: Some(message.into()),
-        }
+        ServerMsg::RegisterResponse { response: Response::RejectedRegister, message: Some(message.into()) }
     }
 
     pub fn call_accepted(sdp_answer: impl Into<String>) -> Self {
-        ServerMsg::CallResponse {
-            response: Response::Accepted,
-            sdp_answer: Some(sdp_answer.into()),
-            message: None,
-        }
+        ServerMsg::CallResponse { response: Response::Accepted, sdp_answer: Some(sdp_answer.into()), message: None }
     }
 
     pub fn call_rejected(message: impl Into<String>) -> Self {
-        ServerMsg::CallResponse {
-            response: Response::Rejected,
-            sdp_answer: None,
-            message: Some(message.into()),
-        }
+        ServerMsg::CallResponse { response: Response::Rejected, sdp_answer: None, message: Some(message.into()) }
     }
 
     /// `"rejected: "` + `"User <to> is not registered"`, as the original.
@@ -281,15 +259,11 @@ impl ServerMsg {
     }
 
     pub fn stop(message: impl Into<String>) -> Self {
-        ServerMsg::StopCommunication {
-            message: Some(message.into()),
-        }
+        ServerMsg::StopCommunication { message: Some(message.into()) }
     }
 
     pub fn error(message: impl Into<String>) -> Self {
-        ServerMsg::Error {
-            message: message.into(),
-        }
+        ServerMsg::Error { message: message.into() }
     }
 }
 
@@ -303,16 +277,7 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
 
 /// Decodes a client → server frame.
 pub fn decode_client(text: &str) -> Result<ClientMsg, ProtoError> {
-    decode(
-        text,
-        &[
-            "register",
-            "call",
-            "incomingCallResponse",
-            "onIceCandidate",
-            "stop",
-        ],
-    )
+    decode(text, &["register", "call", "incomingCallResponse", "onIceCandidate", "stop"])
 }
 
 /// Decodes a server → client frame.
@@ -332,8 +297,7 @@ pub fn decode_server(text: &str) -> Result<ServerMsg, ProtoError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, ProtoError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| ProtoError::NotJson(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ProtoError::NotJson(e.to_string()))?;
     let obj = value.as_object().ok_or(ProtoError::NotAnObject)?;
     let id = match obj.get("id") {
         None => return Err(ProtoError::MissingId),
@@ -343,10 +307,7 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
     if !known.contains(&id.as_str()) {
         return Err(ProtoError::UnknownId(truncate(&id, 64)));
     }
-    serde_json::from_value(value).map_err(|e| ProtoError::BadField {
-        id,
-        reason: e.to_string(),
-    })
+    serde_json::from_value(value).map_err(|e| ProtoError::BadField { id, reason: e.to_string() })
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

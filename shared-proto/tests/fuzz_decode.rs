@@ -43,11 +43,7 @@ fn jsonish() -> impl Strategy<Value = String> {
         Just("null".to_string()),
         Just("true".to_string()),
         any::<i64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_map(|f| if f.is_finite() {
-            f.to_string()
-        } else {
-            "1e400".into()
-        }),
+        any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "1e400".into() }),
         "[a-z \\\\\"\u{0}-\u{1f}é😀]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
         Just(r#"{"candidate":"c","sdpMid":"0","sdpMLineIndex":70000}"#.to_string()),
         Just("[1,{}]".to_string()),

@@ -15,23 +15,14 @@ fn server_golden(json: &str, value: ServerMsg) {
 
 #[test]
 fn register() {
-    client_golden(
-        r#"{"id":"register","name":"alice"}"#,
-        ClientMsg::Register {
-            name: "alice".into(),
-        },
-    );
+    client_golden(r#"{"id":"register","name":"alice"}"#, ClientMsg::Register { name: "alice".into() });
 }
 
 #[test]
 fn call() {
     client_golden(
         r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"v=0\r\n"}"#,
-        ClientMsg::Call {
-            from: "alice".into(),
-            to: "bob".into(),
-            sdp_offer: "v=0\r\n".into(),
-        },
+        ClientMsg::Call { from: "alice".into(), to: "bob".into(), sdp_offer: "v=0\r\n".into() },
     );
 }
 
@@ -40,11 +31,7 @@ fn call_without_from_is_accepted() {
     // `from` is ignored by the server, so its absence is no error.
     assert_eq!(
         decode_client(r#"{"id":"call","to":"bob","sdpOffer":"x"}"#).unwrap(),
-        ClientMsg::Call {
-            from: String::new(),
-            to: "bob".into(),
-            sdp_offer: "x".into()
-        }
+        ClientMsg::Call { from: String::new(), to: "bob".into(), sdp_offer: "x".into() }
     );
 }
 
@@ -70,26 +57,15 @@ fn incoming_call_response_reject_declined_and_bussy() {
 
 #[test]
 fn incoming_call_response_unknown_answer_is_a_rejection() {
-    let msg = decode_client(r#"{"id":"incomingCallResponse","from":"a","callResponse":"maybe"}"#)
-        .unwrap();
-    assert!(matches!(
-        msg,
-        ClientMsg::IncomingCallResponse {
-            call_response: CallAnswer::Reject,
-            ..
-        }
-    ));
+    let msg = decode_client(r#"{"id":"incomingCallResponse","from":"a","callResponse":"maybe"}"#).unwrap();
+    assert!(matches!(msg, ClientMsg::IncomingCallResponse { call_response: CallAnswer::Reject, .. }));
 }
 
 #[test]
 fn on_ice_candidate_with_username_fragment() {
     let cand = IceCandidate {
         username_fragment: Some("abcd".into()),
-        ..IceCandidate::new(
-            "candidate:1 1 UDP 2122260223 10.0.0.1 5000 typ host",
-            Some("0".into()),
-            Some(0),
-        )
+        ..IceCandidate::new("candidate:1 1 UDP 2122260223 10.0.0.1 5000 typ host", Some("0".into()), Some(0))
     };
     client_golden(
         r#"{"id":"onIceCandidate","candidate":{"candidate":"candidate:1 1 UDP 2122260223 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#,
@@ -103,9 +79,7 @@ fn on_ice_candidate_tolerates_kurento_tags_and_extra_fields() {
         r#"{"id":"onIceCandidate","extra":1,"candidate":{"candidate":"c","sdpMid":"1","sdpMLineIndex":1,"__module__":"kurento","__type__":"IceCandidate","other":true}}"#,
     )
     .unwrap();
-    let ClientMsg::OnIceCandidate { candidate } = msg else {
-        panic!("wrong variant")
-    };
+    let ClientMsg::OnIceCandidate { candidate } = msg else { panic!("wrong variant") };
     assert_eq!(candidate.candidate, "c");
     assert_eq!(candidate.sdp_mid.as_deref(), Some("1"));
     assert_eq!(candidate.sdp_mline_index, Some(1));
@@ -118,10 +92,7 @@ fn stop() {
 
 #[test]
 fn register_response_accepted() {
-    server_golden(
-        r#"{"id":"registerResponse","response":"accepted"}"#,
-        ServerMsg::register_accepted(),
-    );
+    server_golden(r#"{"id":"registerResponse","response":"accepted"}"#, ServerMsg::register_accepted());
 }
 
 #[test]
@@ -138,12 +109,7 @@ fn register_response_rejected_has_trailing_space() {
 
 #[test]
 fn incoming_call() {
-    server_golden(
-        r#"{"id":"incomingCall","from":"alice"}"#,
-        ServerMsg::IncomingCall {
-            from: "alice".into(),
-        },
-    );
+    server_golden(r#"{"id":"incomingCall","from":"alice"}"#, ServerMsg::IncomingCall { from: "alice".into() });
 }
 
 #[test]
@@ -174,9 +140,7 @@ fn call_response_unknown_user_has_colon_and_space() {
 fn start_communication() {
     server_golden(
         r#"{"id":"startCommunication","sdpAnswer":"v=0"}"#,
-        ServerMsg::StartCommunication {
-            sdp_answer: "v=0".into(),
-        },
+        ServerMsg::StartCommunication { sdp_answer: "v=0".into() },
     );
 }
 
@@ -186,20 +150,13 @@ fn stop_communication() {
         r#"{"id":"stopCommunication","message":"remote user hanged out"}"#,
         ServerMsg::stop(text::REMOTE_HANGUP),
     );
-    server_golden(
-        r#"{"id":"stopCommunication"}"#,
-        ServerMsg::StopCommunication { message: None },
-    );
+    server_golden(r#"{"id":"stopCommunication"}"#, ServerMsg::StopCommunication { message: None });
 }
 
 #[test]
 fn ice_candidate_carries_kurento_tags() {
-    let cand = IceCandidate::new(
-        "candidate:1 1 udp 1 10.0.0.1 5000 typ host",
-        Some("0".into()),
-        Some(0),
-    )
-    .kurento_tagged();
+    let cand =
+        IceCandidate::new("candidate:1 1 udp 1 10.0.0.1 5000 typ host", Some("0".into()), Some(0)).kurento_tagged();
     server_golden(
         r#"{"id":"iceCandidate","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}"#,
         ServerMsg::IceCandidate { candidate: cand },
@@ -217,13 +174,7 @@ fn error() {
 #[test]
 fn unknown_response_literal_decodes_as_other() {
     let msg = decode_server(r#"{"id":"callResponse","response":"nope","message":"x"}"#).unwrap();
-    assert!(matches!(
-        msg,
-        ServerMsg::CallResponse {
-            response: Response::Other,
-            ..
-        }
-    ));
+    assert!(matches!(msg, ServerMsg::CallResponse { response: Response::Other, .. }));
 }
 
 #[test]
@@ -232,23 +183,11 @@ fn bad_input_gives_clear_errors() {
         ("not json", "invalid message: not JSON"),
         ("[1,2]", "invalid message: expected a JSON object"),
         (r#"{"name":"x"}"#, "invalid message: missing field `id`"),
-        (
-            r#"{"id":7}"#,
-            "invalid message: field `id` must be a string",
-        ),
+        (r#"{"id":7}"#, "invalid message: field `id` must be a string"),
         (r#"{"id":"dance"}"#, "invalid message: unknown id `dance`"),
-        (
-            r#"{"id":"register"}"#,
-            "invalid `register` message: missing field `name`",
-        ),
-        (
-            r#"{"id":"register","name":5}"#,
-            "invalid `register` message: invalid type: integer `5`, expected a string",
-        ),
-        (
-            r#"{"id":"call","to":"b"}"#,
-            "invalid `call` message: missing field `sdpOffer`",
-        ),
+        (r#"{"id":"register"}"#, "invalid `register` message: missing field `name`"),
+        (r#"{"id":"register","name":5}"#, "invalid `register` message: invalid type: integer `5`, expected a string"),
+        (r#"{"id":"call","to":"b"}"#, "invalid `call` message: missing field `sdpOffer`"),
         (
             r#"{"id":"onIceCandidate","candidate":{"candidate":"c","sdpMLineIndex":-1}}"#,
             "invalid `onIceCandidate` message: invalid value: integer `-1`, expected u16",
@@ -256,9 +195,6 @@ fn bad_input_gives_clear_errors() {
     ];
     for (input, want) in cases {
         let err = decode_client(input).unwrap_err().to_string();
-        assert!(
-            err.starts_with(want),
-            "{input}: got {err:?}, want prefix {want:?}"
-        );
+        assert!(err.starts_with(want), "{input}: got {err:?}, want prefix {want:?}");
     }
 }

@@ -15,11 +15,12 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media_io::{
-    AudioReceiver, AudioSource, AudioSpec, Counters, Recorder, VideoSource, VideoSpec,
-    run_audio_sender, start_video_receiver, start_video_sender,
+    AudioReceiver, AudioSource, AudioSpec, Counters, Recorder, VideoSource, VideoSpec, run_audio_sender,
+    start_video_receiver, start_video_sender,
 };
 use crate::model::{Event, Input, Model, Output, exit};
 use crate::net;
+use crate::taps::Taps;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -39,16 +40,18 @@ pub struct Options {
     pub record_remote: Option<PathBuf>,
     pub auto_answer: Option<bool>,
     pub hangup_after: Option<Duration>,
+    /// Shared with the front end: pictures, level, mute, camera.
+    pub taps: Arc<Taps>,
 }
 
 /// What the engine tells its front end (headless JSON or the TUI).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     Event(Event),
     Stats(Stats),
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Stats {
     pub video_fps: f64,
     pub frames_decoded: u64,
@@ -65,12 +68,14 @@ pub struct Stats {
 }
 
 /// Commands from the front end.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Call(String),
     Accept,
     Reject,
     Hangup,
+    Mute(bool),
+    Camera(bool),
     Quit,
 }
 
@@ -140,13 +145,7 @@ impl Engine {
 
     /// Runs until the session ends; returns the exit code.
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> i32 {
-        let mut ws = match net::connect(
-            &self.opts.server,
-            self.opts.ca_cert.as_deref(),
-            self.opts.insecure,
-        )
-        .await
-        {
+        let mut ws = match net::connect(&self.opts.server, self.opts.ca_cert.as_deref(), self.opts.insecure).await {
             Ok(ws) => ws,
             Err(e) => {
                 let code = match e {
@@ -164,10 +163,7 @@ impl Engine {
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_stats = (Instant::now(), 0u64, 0u64, 0u64);
         while self.exit.is_none() {
-            let hangup_at = self
-                .call_started_at
-                .zip(self.opts.hangup_after)
-                .map(|(t, d)| t + d);
+            let hangup_at = self.call_started_at.zip(self.opts.hangup_after).map(|(t, d)| t + d);
             tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(t))) => match decode_server(t.as_str()) {
@@ -192,6 +188,8 @@ impl Engine {
                     Some(Command::Accept) => self.step(&mut ws, Input::Accept).await,
                     Some(Command::Reject) => self.step(&mut ws, Input::Reject).await,
                     Some(Command::Hangup) => self.step(&mut ws, Input::Hangup).await,
+                    Some(Command::Mute(on)) => self.opts.taps.muted.store(on, Relaxed),
+                    Some(Command::Camera(on)) => self.opts.taps.camera_off.store(!on, Relaxed),
                     Some(Command::Quit) | None => {
                         self.step(&mut ws, Input::Hangup).await;
                         self.exit = Some(exit::OK);
@@ -250,6 +248,7 @@ impl Engine {
                         if let Some(s) = self.session.take() {
                             s.close().await;
                         }
+                        self.opts.taps.clear();
                         self.call_started_at = None;
                     }
                     Output::Event(e) => {
@@ -297,24 +296,11 @@ impl Engine {
         }
         let opts = PeerOptions {
             bind_ips: self.opts.bind_ips.clone(),
-            ice_servers: self
-                .opts
-                .ice_servers
-                .iter()
-                .map(|u| (u.clone(), String::new(), String::new()))
-                .collect(),
+            ice_servers: self.opts.ice_servers.iter().map(|u| (u.clone(), String::new(), String::new())).collect(),
         };
-        let peer = Arc::new(
-            Peer::new(&opts, self.peer_tx.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let peer = Arc::new(Peer::new(&opts, self.peer_tx.clone()).await.map_err(|e| e.to_string())?);
         let offer = peer.create_offer().await.map_err(|e| e.to_string())?;
-        let recorder = self
-            .opts
-            .record_remote
-            .as_deref()
-            .map(|p| Arc::new(Mutex::new(Recorder::new(p))));
+        let recorder = self.opts.record_remote.as_deref().map(|p| Arc::new(Mutex::new(Recorder::new(p))));
         self.counters = Arc::new(Counters::default());
         self.session = Some(Session {
             peer,
@@ -347,30 +333,24 @@ impl Engine {
             return Ok(());
         }
         s.started = true;
-        if let Some(src) =
-            VideoSource::open(&self.opts.video, self.opts.video_size).map_err(|e| e.message)?
-        {
+        if let Some(src) = VideoSource::open(&self.opts.video, self.opts.video_size).map_err(|e| e.message)? {
             start_video_sender(
                 src,
-                self.opts.fps,
-                self.opts.bitrate_kbps,
+                (self.opts.fps, self.opts.bitrate_kbps),
                 s.peer.clone(),
                 s.keyframe.clone(),
                 s.stop.clone(),
                 counters.clone(),
+                self.opts.taps.clone(),
             )
             .map_err(|e| e.message)?;
         }
         if let Some(src) = AudioSource::open(&self.opts.audio).map_err(|e| e.message)? {
-            s.tasks.push(tokio::spawn(run_audio_sender(
-                src,
-                s.peer.clone(),
-                counters.clone(),
-            )));
+            s.tasks.push(tokio::spawn(run_audio_sender(src, s.peer.clone(), counters.clone(), self.opts.taps.clone())));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let need_key = Arc::new(AtomicBool::new(false));
-        start_video_receiver(rx, s.recorder.clone(), counters, need_key.clone());
+        start_video_receiver(rx, s.recorder.clone(), counters, need_key.clone(), self.opts.taps.clone());
         s.video_tx = Some(tx);
         let peer = s.peer.clone();
         s.tasks.push(tokio::spawn(async move {
@@ -395,9 +375,7 @@ impl Engine {
                     self.step(ws, Input::MediaConnected).await;
                 }
             }
-            PeerEvent::State(PeerState::Failed) => {
-                self.step(ws, Input::MediaFailed("ICE failed".into())).await
-            }
+            PeerEvent::State(PeerState::Failed) => self.step(ws, Input::MediaFailed("ICE failed".into())).await,
             PeerEvent::State(_) => {}
             PeerEvent::Video { data, arrived, .. } => {
                 if let Some(tx) = self.session.as_ref().and_then(|s| s.video_tx.as_ref()) {
@@ -441,16 +419,9 @@ impl Engine {
             s.glass_to_glass_ms = Some(lat as f64 / 1000.0);
         }
         if let Some(sess) = &self.session {
-            let report = sess
-                .peer
-                .connection()
-                .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
-                .await;
-            if let Some(rtt) = report
-                .candidate_pairs()
-                .map(|p| p.current_round_trip_time)
-                .find(|r| *r > 0.0)
-            {
+            let report =
+                sess.peer.connection().get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
+            if let Some(rtt) = report.candidate_pairs().map(|p| p.current_round_trip_time).find(|r| *r > 0.0) {
                 s.rtt_ms = Some(rtt * 1000.0);
             }
             let (mut lost, mut got, mut jitter) = (0i64, 0u64, 0f64);
@@ -459,9 +430,7 @@ impl Engine {
                 lost += r.packets_lost;
                 got += r.packets_received;
                 // webrtc 0.21 reports jitter in RTP timestamp units.
-                let clock = if r.rtp_stream_stats.kind
-                    == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video
-                {
+                let clock = if r.rtp_stream_stats.kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
                     90_000.0
                 } else {
                     48_000.0

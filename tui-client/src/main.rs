@@ -5,10 +5,15 @@
 //! 6 unknown user; 7 busy; 8 declined; 9 no answer; 10 media failure;
 //! 11 no camera or microphone (or another source that cannot be opened).
 
+mod app;
 mod engine;
 mod media_io;
 mod model;
 mod net;
+mod taps;
+mod tui;
+mod ui;
+mod video;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,19 +28,10 @@ use crate::media_io::{AudioSpec, VideoSpec};
 use crate::model::{Event, exit};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "one2one",
-    version,
-    about = "One-to-one video calls from the terminal"
-)]
+#[command(name = "one2one", version, about = "One-to-one video calls from the terminal")]
 struct Cli {
     /// Signaling WebSocket of the server.
-    #[arg(
-        long,
-        global = true,
-        env = "ONE2ONE_SERVER",
-        default_value = "wss://localhost:8443/one2one"
-    )]
+    #[arg(long, global = true, env = "ONE2ONE_SERVER", default_value = "wss://localhost:8443/one2one")]
     server: String,
     /// Trust this PEM certificate (e.g. a self-signed server's).
     #[arg(long, global = true)]
@@ -116,17 +112,10 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
         .init();
-    let code = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let code = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => {
             let code = rt.block_on(run(cli));
             // The stdin reader may still block on a pipe that never closes;
@@ -147,10 +136,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Devices => return devices(),
         Cmd::Register { name } => (name.clone(), None),
         Cmd::Call { peer, as_name } => {
-            let me = as_name
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "me".into());
+            let me = as_name.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "me".into());
             (me, Some(peer.clone()))
         }
     };
@@ -158,9 +144,7 @@ async fn run(cli: Cli) -> i32 {
         eprintln!("one2one: warning: --insecure: the server's certificate is not checked");
     }
     if cli.speaker != "none" {
-        eprintln!(
-            "one2one: note: speaker output is not available in this build; received audio is not played"
-        );
+        eprintln!("one2one: note: speaker output is not available in this build; received audio is not played");
     }
     let opts = Options {
         server: cli.server.clone(),
@@ -177,11 +161,11 @@ async fn run(cli: Cli) -> i32 {
         audio: cli.audio.clone(),
         record_remote: cli.record_remote.clone(),
         auto_answer: cli.auto_answer.map(|a| matches!(a, AutoAnswer::Accept)),
-        hangup_after: cli
-            .hangup_after
-            .filter(|s| *s > 0.0)
-            .map(Duration::from_secs_f64),
+        hangup_after: cli.hangup_after.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        taps: Default::default(),
     };
+    let taps = opts.taps.clone();
+    let (me, server) = (opts.name.clone(), opts.server.clone());
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let engine = Engine::new(opts, report_tx);
     if let Err(e) = engine.check_devices() {
@@ -196,6 +180,14 @@ async fn run(cli: Cli) -> i32 {
         }
     });
     let headless = cli.headless;
+    if !headless {
+        let mut app = app::App::new(&me, &server, std::time::Instant::now());
+        app.quit_after_call = cli_is_call(&cli);
+        // One task runs both: the engine's future holds codec state that is
+        // not Sync, and the UI only talks to it through channels.
+        let (code, ()) = tokio::join!(engine.run(cmd_rx), tui::run(app, cmd_tx, report_rx, taps));
+        return code;
+    }
     let printer = tokio::spawn(async move {
         while let Some(r) = report_rx.recv().await {
             print_report(&r, headless);
@@ -217,9 +209,7 @@ async fn run(cli: Cli) -> i32 {
                     "quit" | "q" => Command::Quit,
                     "" => continue,
                     other => {
-                        eprintln!(
-                            "one2one: unknown command {other:?} (call NAME, accept, reject, hangup, quit)"
-                        );
+                        eprintln!("one2one: unknown command {other:?} (call NAME, accept, reject, hangup, quit)");
                         continue;
                     }
                 },
@@ -232,6 +222,10 @@ async fn run(cli: Cli) -> i32 {
     let code = engine.run(cmd_rx).await;
     let _ = printer.await;
     code
+}
+
+fn cli_is_call(cli: &Cli) -> bool {
+    matches!(cli.command, Cmd::Call { .. })
 }
 
 /// Headless: one JSON object per line on stdout. Otherwise: plain lines.
@@ -275,14 +269,7 @@ fn devices() -> i32 {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
-        "cameras: {}",
-        if cams.is_empty() {
-            "none (use --video test)".into()
-        } else {
-            cams.join(", ")
-        }
-    );
+    println!("cameras: {}", if cams.is_empty() { "none (use --video test)".into() } else { cams.join(", ") });
     println!("test sources: --video test, --video FILE.y4m, --audio tone[:HZ], --audio FILE.wav");
     exit::OK
 }

@@ -21,6 +21,7 @@ use one2one_media::peer::Peer;
 use one2one_media::vp8;
 
 use crate::model::exit;
+use crate::taps::Taps;
 
 /// `--video camera[:N] | test | FILE.y4m | none`
 #[derive(Debug, Clone, PartialEq)]
@@ -38,11 +39,9 @@ impl FromStr for VideoSpec {
             "test" => VideoSpec::Test,
             "none" => VideoSpec::None,
             "camera" => VideoSpec::Camera(None),
-            _ if s.starts_with("camera:") => VideoSpec::Camera(Some(
-                s[7..]
-                    .parse()
-                    .map_err(|_| format!("bad camera index in {s:?}"))?,
-            )),
+            _ if s.starts_with("camera:") => {
+                VideoSpec::Camera(Some(s[7..].parse().map_err(|_| format!("bad camera index in {s:?}"))?))
+            }
             _ if s.ends_with(".y4m") => VideoSpec::File(PathBuf::from(s)),
             _ => return Err("expected camera[:N], test, FILE.y4m or none".into()),
         })
@@ -67,9 +66,7 @@ impl FromStr for AudioSpec {
             "tone" => AudioSpec::Tone(440.0),
             _ if s.starts_with("mic:") => AudioSpec::Mic(Some(s[4..].to_owned())),
             _ if s.starts_with("tone:") => {
-                let hz: f32 = s[5..]
-                    .parse()
-                    .map_err(|_| format!("bad frequency in {s:?}"))?;
+                let hz: f32 = s[5..].parse().map_err(|_| format!("bad frequency in {s:?}"))?;
                 if !(20.0..=20_000.0).contains(&hz) {
                     return Err("tone frequency must be 20 to 20000 Hz".into());
                 }
@@ -97,29 +94,17 @@ impl std::fmt::Display for DeviceError {
 impl std::error::Error for DeviceError {}
 
 fn device_err(message: impl Into<String>) -> DeviceError {
-    DeviceError {
-        message: message.into(),
-        code: exit::NO_DEVICE,
-    }
+    DeviceError { message: message.into(), code: exit::NO_DEVICE }
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Where raw video comes from.
 pub enum VideoSource {
-    Test {
-        pattern: TestPattern,
-        counter: u32,
-    },
-    File {
-        reader: Y4mReader<BufReader<File>>,
-        path: PathBuf,
-    },
+    Test { pattern: TestPattern, counter: u32 },
+    File { reader: Y4mReader<BufReader<File>>, path: PathBuf },
 }
 
 impl VideoSource {
@@ -127,14 +112,8 @@ impl VideoSource {
     pub fn open(spec: &VideoSpec, size: (u32, u32)) -> Result<Option<VideoSource>, DeviceError> {
         match spec {
             VideoSpec::None => Ok(None),
-            VideoSpec::Test => Ok(Some(VideoSource::Test {
-                pattern: TestPattern::new(size.0, size.1),
-                counter: 0,
-            })),
-            VideoSpec::File(path) => Ok(Some(VideoSource::File {
-                reader: open_y4m(path)?,
-                path: path.clone(),
-            })),
+            VideoSpec::Test => Ok(Some(VideoSource::Test { pattern: TestPattern::new(size.0, size.1), counter: 0 })),
+            VideoSpec::File(path) => Ok(Some(VideoSource::File { reader: open_y4m(path)?, path: path.clone() })),
             VideoSpec::Camera(_) => {
                 let cameras = std::fs::read_dir("/dev")
                     .map(|d| {
@@ -191,8 +170,7 @@ impl VideoSource {
 
 fn open_y4m(path: &Path) -> Result<Y4mReader<BufReader<File>>, DeviceError> {
     let f = File::open(path).map_err(|e| device_err(format!("--video {}: {e}", path.display())))?;
-    Y4mReader::open(BufReader::new(f))
-        .map_err(|e| device_err(format!("--video {}: {e}", path.display())))
+    Y4mReader::open(BufReader::new(f)).map_err(|e| device_err(format!("--video {}: {e}", path.display())))
 }
 
 /// Where raw audio comes from: 20 ms mono frames at 48 kHz.
@@ -207,10 +185,9 @@ impl AudioSource {
             AudioSpec::None => Ok(None),
             AudioSpec::Tone(hz) => Ok(Some(AudioSource::Tone(Tone::new(*hz, 0.3)))),
             AudioSpec::File(path) => {
-                let f = File::open(path)
-                    .map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
-                let (rate, channels, pcm) = read_wav(BufReader::new(f))
-                    .map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
+                let f = File::open(path).map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
+                let (rate, channels, pcm) =
+                    read_wav(BufReader::new(f)).map_err(|e| device_err(format!("--audio {}: {e}", path.display())))?;
                 if rate != SAMPLE_RATE {
                     return Err(device_err(format!(
                         "--audio {}: {rate} Hz; only 48000 Hz WAV files are supported",
@@ -218,20 +195,12 @@ impl AudioSource {
                     )));
                 }
                 let ch = usize::from(channels.max(1));
-                let mono: Vec<i16> = pcm
-                    .chunks(ch)
-                    .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / ch as i32) as i16)
-                    .collect();
+                let mono: Vec<i16> =
+                    pcm.chunks(ch).map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / ch as i32) as i16).collect();
                 if mono.is_empty() {
-                    return Err(device_err(format!(
-                        "--audio {}: no samples",
-                        path.display()
-                    )));
+                    return Err(device_err(format!("--audio {}: no samples", path.display())));
                 }
-                Ok(Some(AudioSource::File {
-                    samples: mono,
-                    pos: 0,
-                }))
+                Ok(Some(AudioSource::File { samples: mono, pos: 0 }))
             }
             AudioSpec::Mic(_) => Err(device_err(
                 "microphone capture is not available in this build yet; use --audio tone[:HZ] or --audio FILE.wav",
@@ -269,30 +238,23 @@ pub struct Counters {
     pub remote_pattern_frames: AtomicU64,
 }
 
-/// Sends video: a dedicated thread paces, captures and encodes; the
-/// encoded frames go to the peer from the runtime.
+/// Sends video at (fps, kbit/s): a dedicated thread paces, captures and
+/// encodes; the encoded frames go to the peer from the runtime.
 pub fn start_video_sender(
     mut source: VideoSource,
-    fps: u32,
-    bitrate_kbps: u32,
+    (fps, bitrate_kbps): (u32, u32),
     peer: Arc<Peer>,
     keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    taps: Arc<Taps>,
 ) -> Result<std::thread::JoinHandle<()>, DeviceError> {
     let (w, h) = source.size();
+    let black = I420Frame::solid_rgb(w, h, [0, 0, 0]);
     let fps = source.fps(fps);
-    let mut enc = vp8::Encoder::new(&vp8::EncoderConfig {
-        width: w,
-        height: h,
-        fps,
-        bitrate_kbps,
-        ..Default::default()
-    })
-    .map_err(|e| DeviceError {
-        message: format!("VP8 encoder: {e}"),
-        code: exit::MEDIA_FAILED,
-    })?;
+    let mut enc =
+        vp8::Encoder::new(&vp8::EncoderConfig { width: w, height: h, fps, bitrate_kbps, ..Default::default() })
+            .map_err(|e| DeviceError { message: format!("VP8 encoder: {e}"), code: exit::MEDIA_FAILED })?;
     let rt = tokio::runtime::Handle::current();
     let frame_time = Duration::from_secs_f64(1.0 / f64::from(fps));
     std::thread::Builder::new()
@@ -305,7 +267,9 @@ pub fn start_video_sender(
                     break;
                 };
                 let force = keyframe.swap(false, Relaxed);
-                match enc.encode(&frame, force) {
+                let frame = if taps.camera_off.load(Relaxed) { &black } else { &frame };
+                taps.put_local(frame);
+                match enc.encode(frame, force) {
                     Ok(out) => {
                         for f in out {
                             counters.bytes_out.fetch_add(f.data.len() as u64, Relaxed);
@@ -326,14 +290,11 @@ pub fn start_video_sender(
                 }
             }
         })
-        .map_err(|e| DeviceError {
-            message: format!("video thread: {e}"),
-            code: exit::MEDIA_FAILED,
-        })
+        .map_err(|e| DeviceError { message: format!("video thread: {e}"), code: exit::MEDIA_FAILED })
 }
 
 /// Sends audio: one 20 ms Opus packet per tick.
-pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters: Arc<Counters>) {
+pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters: Arc<Counters>, taps: Arc<Taps>) {
     let Ok(mut enc) = OpusEncoder::new(1, 32_000) else {
         return;
     };
@@ -343,13 +304,13 @@ pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters
     loop {
         tick.tick().await;
         source.fill(&mut pcm);
+        if taps.muted.load(Relaxed) {
+            pcm.fill(0);
+        }
+        taps.set_mic_level(rms(&pcm));
         let Ok(pkt) = enc.encode(&pcm) else { continue };
         counters.bytes_out.fetch_add(pkt.len() as u64, Relaxed);
-        if peer
-            .send_audio(Bytes::from(pkt), Duration::from_millis(20))
-            .await
-            .is_err()
-        {
+        if peer.send_audio(Bytes::from(pkt), Duration::from_millis(20)).await.is_err() {
             break;
         }
     }
@@ -365,12 +326,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(base: &Path) -> Recorder {
-        Recorder {
-            base: base.to_owned(),
-            video: None,
-            video_size: (0, 0),
-            audio: None,
-        }
+        Recorder { base: base.to_owned(), video: None, video_size: (0, 0), audio: None }
     }
 
     fn path(&self, ext: &str) -> PathBuf {
@@ -420,6 +376,7 @@ pub fn start_video_receiver(
     recorder: Option<Arc<Mutex<Recorder>>>,
     counters: Arc<Counters>,
     keyframe_needed: Arc<AtomicBool>,
+    taps: Arc<Taps>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let Ok(mut dec) = vp8::Decoder::new() else {
@@ -436,12 +393,11 @@ pub fn start_video_receiver(
                         if let Some(info) = pattern::decode(&f) {
                             let now = now_ms() & ((1 << 48) - 1);
                             if now >= info.capture_ms {
-                                counters
-                                    .latency_us_last
-                                    .store((now - info.capture_ms).max(1) * 1000, Relaxed);
+                                counters.latency_us_last.store((now - info.capture_ms).max(1) * 1000, Relaxed);
                             }
                             counters.remote_pattern_frames.fetch_add(1, Relaxed);
                         }
+                        taps.put_remote(&f);
                         if let Some(r) = &recorder
                             && let Ok(mut r) = r.lock()
                         {
@@ -468,10 +424,7 @@ pub struct AudioReceiver {
 const JITTER_PACKETS: usize = 3;
 
 impl AudioReceiver {
-    pub fn new(
-        recorder: Option<Arc<Mutex<Recorder>>>,
-        counters: Arc<Counters>,
-    ) -> Option<AudioReceiver> {
+    pub fn new(recorder: Option<Arc<Mutex<Recorder>>>, counters: Arc<Counters>) -> Option<AudioReceiver> {
         Some(AudioReceiver {
             dec: OpusDecoder::new(1).ok()?,
             next_seq: None,
@@ -505,10 +458,7 @@ impl AudioReceiver {
                 return;
             }
             self.next_seq = Some(next.wrapping_add(1));
-            self.waiting = std::mem::take(&mut self.waiting)
-                .into_iter()
-                .map(|(k, v)| (k.wrapping_sub(1), v))
-                .collect();
+            self.waiting = std::mem::take(&mut self.waiting).into_iter().map(|(k, v)| (k.wrapping_sub(1), v)).collect();
         }
     }
 
@@ -516,9 +466,7 @@ impl AudioReceiver {
         let Ok(pcm) = self.dec.decode(data) else {
             return;
         };
-        self.counters
-            .audio_level
-            .store((rms(pcm) * 10_000.0) as u64, Relaxed);
+        self.counters.audio_level.store((rms(pcm) * 10_000.0) as u64, Relaxed);
         if let Some(r) = &self.recorder
             && let Ok(mut r) = r.lock()
         {

@@ -297,15 +297,9 @@ impl Model {
     fn on_offer(&mut self, sdp: String) {
         let msg = match std::mem::replace(&mut self.offer, Offer::Sent) {
             Offer::Call { to } if matches!(self.phase, Phase::RingingOut { .. }) => {
-                ClientMsg::Call {
-                    from: self.name.clone().unwrap_or_default(),
-                    to,
-                    sdp_offer: sdp,
-                }
+                ClientMsg::Call { from: self.name.clone().unwrap_or_default(), to, sdp_offer: sdp }
             }
-            Offer::Accept { from } if matches!(self.phase, Phase::Connecting { .. }) => {
-                ClientMsg::accept(from, sdp)
-            }
+            Offer::Accept { from } if matches!(self.phase, Phase::Connecting { .. }) => ClientMsg::accept(from, sdp),
             other => {
                 // The call ended while the offer was being made.
                 self.offer = other;
@@ -320,9 +314,7 @@ impl Model {
 
     fn call_peer(&self) -> Option<String> {
         match &self.phase {
-            Phase::RingingOut { peer } | Phase::Connecting { peer } | Phase::InCall { peer } => {
-                Some(peer.clone())
-            }
+            Phase::RingingOut { peer } | Phase::Connecting { peer } | Phase::InCall { peer } => Some(peer.clone()),
             Phase::RingingIn { from } => Some(from.clone()),
             _ => None,
         }
@@ -353,11 +345,7 @@ impl Model {
         self.has_peer = false;
         self.offer = Offer::None;
         self.early_candidates.clear();
-        self.phase = if self.name.is_some() {
-            Phase::Idle
-        } else {
-            Phase::Offline
-        };
+        self.phase = if self.name.is_some() { Phase::Idle } else { Phase::Offline };
         self.event(Event::CallEnded { peer, reason });
     }
 
@@ -386,11 +374,7 @@ impl Model {
                     self.send(ClientMsg::reject(from, text::BUSSY));
                 }
             }
-            ServerMsg::CallResponse {
-                response,
-                sdp_answer,
-                message,
-            } => {
+            ServerMsg::CallResponse { response, sdp_answer, message } => {
                 let Phase::RingingOut { peer } = self.phase.clone() else {
                     return;
                 };
@@ -400,10 +384,7 @@ impl Model {
                             self.phase = Phase::Connecting { peer };
                             self.out.push(Output::ApplyAnswer(sdp));
                         }
-                        None => self.end(
-                            peer,
-                            EndReason::MediaFailed("the server sent no answer".into()),
-                        ),
+                        None => self.end(peer, EndReason::MediaFailed("the server sent no answer".into())),
                     }
                 } else {
                     let m = message.unwrap_or_default();
@@ -412,11 +393,7 @@ impl Model {
                         (_, text::DECLINED) => EndReason::Declined,
                         (_, text::BUSY) | (_, text::BUSSY) => EndReason::Busy,
                         (_, text::NO_ANSWER) => EndReason::NoAnswer,
-                        _ => EndReason::Rejected(if m.is_empty() {
-                            "the call was refused".into()
-                        } else {
-                            m
-                        }),
+                        _ => EndReason::Rejected(if m.is_empty() { "the call was refused".into() } else { m }),
                     };
                     // The server holds nothing for a refused call: no stop.
                     self.end(peer, reason);
@@ -430,11 +407,7 @@ impl Model {
             ServerMsg::StopCommunication { message } => {
                 if let Some(peer) = self.call_peer() {
                     let m = message.unwrap_or_else(|| text::REMOTE_HANGUP.into());
-                    let reason = if m == text::NO_ANSWER {
-                        EndReason::NoAnswer
-                    } else {
-                        EndReason::RemoteHungUp(m)
-                    };
+                    let reason = if m == text::NO_ANSWER { EndReason::NoAnswer } else { EndReason::RemoteHungUp(m) };
                     self.end(peer, reason);
                 }
             }
@@ -455,15 +428,9 @@ mod tests {
     fn registered(name: &str) -> Model {
         let mut m = Model::new();
         m.handle(Input::Connected);
-        assert_eq!(
-            m.handle(Input::Register(name.into())),
-            [Output::Send(ClientMsg::Register { name: name.into() })]
-        );
+        assert_eq!(m.handle(Input::Register(name.into())), [Output::Send(ClientMsg::Register { name: name.into() })]);
         let out = m.handle(Input::Server(ServerMsg::register_accepted()));
-        assert_eq!(
-            out,
-            [Output::Event(Event::Registered { name: name.into() })]
-        );
+        assert_eq!(out, [Output::Event(Event::Registered { name: name.into() })]);
         m
     }
 
@@ -481,41 +448,22 @@ mod tests {
         assert_eq!(
             out,
             [
-                Output::Send(ClientMsg::Call {
-                    from: "erin".into(),
-                    to: "dave".into(),
-                    sdp_offer: "OFFER".into()
-                }),
-                Output::Send(ClientMsg::OnIceCandidate {
-                    candidate: cand("c1")
-                }),
+                Output::Send(ClientMsg::Call { from: "erin".into(), to: "dave".into(), sdp_offer: "OFFER".into() }),
+                Output::Send(ClientMsg::OnIceCandidate { candidate: cand("c1") }),
             ]
         );
         assert_eq!(
-            m.handle(Input::Server(ServerMsg::IceCandidate {
-                candidate: cand("s1")
-            })),
+            m.handle(Input::Server(ServerMsg::IceCandidate { candidate: cand("s1") })),
             [Output::RemoteCandidate(cand("s1"))]
         );
-        assert_eq!(
-            m.handle(Input::Server(ServerMsg::call_accepted("ANS"))),
-            [Output::ApplyAnswer("ANS".into())]
-        );
-        assert_eq!(
-            m.handle(Input::MediaConnected),
-            [Output::Event(Event::CallStarted {
-                peer: "dave".into()
-            })]
-        );
+        assert_eq!(m.handle(Input::Server(ServerMsg::call_accepted("ANS"))), [Output::ApplyAnswer("ANS".into())]);
+        assert_eq!(m.handle(Input::MediaConnected), [Output::Event(Event::CallStarted { peer: "dave".into() })]);
         assert_eq!(
             m.handle(Input::Hangup),
             [
                 Output::Send(ClientMsg::Stop),
                 Output::ClosePeer,
-                Output::Event(Event::CallEnded {
-                    peer: "dave".into(),
-                    reason: EndReason::HungUp
-                })
+                Output::Event(Event::CallEnded { peer: "dave".into(), reason: EndReason::HungUp })
             ]
         );
         assert!(m.is_idle());
@@ -525,20 +473,13 @@ mod tests {
     fn callee_accepts_with_its_own_offer() {
         let mut m = registered("carol");
         assert_eq!(
-            m.handle(Input::Server(ServerMsg::IncomingCall {
-                from: "bob".into()
-            })),
+            m.handle(Input::Server(ServerMsg::IncomingCall { from: "bob".into() })),
             [Output::Event(Event::IncomingCall { from: "bob".into() })]
         );
         assert_eq!(m.handle(Input::Accept), [Output::CreatePeer]);
+        assert_eq!(m.handle(Input::OfferReady("O".into())), [Output::Send(ClientMsg::accept("bob", "O"))]);
         assert_eq!(
-            m.handle(Input::OfferReady("O".into())),
-            [Output::Send(ClientMsg::accept("bob", "O"))]
-        );
-        assert_eq!(
-            m.handle(Input::Server(ServerMsg::StartCommunication {
-                sdp_answer: "A".into()
-            })),
+            m.handle(Input::Server(ServerMsg::StartCommunication { sdp_answer: "A".into() })),
             [Output::ApplyAnswer("A".into())]
         );
         m.handle(Input::MediaConnected);
@@ -557,13 +498,9 @@ mod tests {
     #[test]
     fn busy_auto_reject_uses_bussy() {
         let mut m = registered("carol");
-        m.handle(Input::Server(ServerMsg::IncomingCall {
-            from: "bob".into(),
-        }));
+        m.handle(Input::Server(ServerMsg::IncomingCall { from: "bob".into() }));
         assert_eq!(
-            m.handle(Input::Server(ServerMsg::IncomingCall {
-                from: "eve".into()
-            })),
+            m.handle(Input::Server(ServerMsg::IncomingCall { from: "eve".into() })),
             [Output::Send(ClientMsg::reject("eve", "bussy"))]
         );
     }
@@ -576,21 +513,9 @@ mod tests {
                 EndReason::UnknownUser("User zed is not registered".into()),
                 exit::UNKNOWN_USER,
             ),
-            (
-                ServerMsg::call_rejected(text::DECLINED),
-                EndReason::Declined,
-                exit::DECLINED,
-            ),
-            (
-                ServerMsg::call_rejected(text::BUSY),
-                EndReason::Busy,
-                exit::BUSY,
-            ),
-            (
-                ServerMsg::call_rejected(text::NO_ANSWER),
-                EndReason::NoAnswer,
-                exit::NO_ANSWER,
-            ),
+            (ServerMsg::call_rejected(text::DECLINED), EndReason::Declined, exit::DECLINED),
+            (ServerMsg::call_rejected(text::BUSY), EndReason::Busy, exit::BUSY),
+            (ServerMsg::call_rejected(text::NO_ANSWER), EndReason::NoAnswer, exit::NO_ANSWER),
         ] {
             let mut m = registered("erin");
             m.handle(Input::Call("x".into()));
@@ -598,19 +523,10 @@ mod tests {
             let out = m.handle(Input::Server(msg));
             assert_eq!(
                 out,
-                [
-                    Output::ClosePeer,
-                    Output::Event(Event::CallEnded {
-                        peer: "x".into(),
-                        reason: reason.clone()
-                    })
-                ]
+                [Output::ClosePeer, Output::Event(Event::CallEnded { peer: "x".into(), reason: reason.clone() })]
             );
             assert_eq!(reason.exit_code(), code);
-            assert!(
-                !out.iter()
-                    .any(|o| matches!(o, Output::Send(ClientMsg::Stop)))
-            );
+            assert!(!out.iter().any(|o| matches!(o, Output::Send(ClientMsg::Stop))));
         }
     }
 
@@ -618,31 +534,16 @@ mod tests {
     fn name_taken_is_fatal() {
         let mut m = Model::new();
         m.handle(Input::Register("alice".into()));
-        let out = m.handle(Input::Server(ServerMsg::register_rejected(
-            "User alice is already registered",
-        )));
-        assert_eq!(
-            out,
-            [Output::Event(Event::Fatal(EndReason::NameTaken(
-                "User alice is already registered".into()
-            )))]
-        );
-        assert_eq!(
-            EndReason::NameTaken(String::new()).exit_code(),
-            exit::NAME_TAKEN
-        );
+        let out = m.handle(Input::Server(ServerMsg::register_rejected("User alice is already registered")));
+        assert_eq!(out, [Output::Event(Event::Fatal(EndReason::NameTaken("User alice is already registered".into())))]);
+        assert_eq!(EndReason::NameTaken(String::new()).exit_code(), exit::NAME_TAKEN);
     }
 
     #[test]
     fn no_stop_without_a_peer_and_stray_candidates_ignored() {
         let mut m = registered("erin");
         assert_eq!(m.handle(Input::Hangup), []);
-        assert_eq!(
-            m.handle(Input::Server(ServerMsg::IceCandidate {
-                candidate: cand("x")
-            })),
-            []
-        );
+        assert_eq!(m.handle(Input::Server(ServerMsg::IceCandidate { candidate: cand("x") })), []);
         // Cancel before the offer is out: nothing to stop on the server.
         m.handle(Input::Call("dave".into()));
         let out = m.handle(Input::Hangup);

@@ -35,11 +35,7 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-pub async fn connect(
-    url: &str,
-    ca_cert: Option<&Path>,
-    insecure: bool,
-) -> Result<Ws, ConnectError> {
+pub async fn connect(url: &str, ca_cert: Option<&Path>, insecure: bool) -> Result<Ws, ConnectError> {
     let connector = if url.starts_with("wss://") {
         Some(Connector::Rustls(Arc::new(tls_config(ca_cert, insecure)?)))
     } else {
@@ -58,11 +54,7 @@ fn classify(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
         E::Io(io) => {
             // rustls reports handshake failures as IO errors wrapping its own.
             let text = io.to_string();
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-                || text.contains("certificate")
-            {
+            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) || text.contains("certificate") {
                 ConnectError::Tls(text)
             } else {
                 ConnectError::Unreachable(text)
@@ -74,19 +66,13 @@ fn classify(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
     }
 }
 
-fn tls_config(
-    ca_cert: Option<&Path>,
-    insecure: bool,
-) -> Result<rustls::ClientConfig, ConnectError> {
+fn tls_config(ca_cert: Option<&Path>, insecure: bool) -> Result<rustls::ClientConfig, ConnectError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConnectError::Config(e.to_string()))?;
     let config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -95,15 +81,10 @@ fn tls_config(
                 .and_then(|it| it.collect::<Result<_, _>>())
                 .map_err(|e| ConnectError::Config(format!("--ca-cert {}: {e}", path.display())))?;
             if certs.is_empty() {
-                return Err(ConnectError::Config(format!(
-                    "--ca-cert {}: no certificate in it",
-                    path.display()
-                )));
+                return Err(ConnectError::Config(format!("--ca-cert {}: no certificate in it", path.display())));
             }
             for c in certs {
-                roots.add(c).map_err(|e| {
-                    ConnectError::Config(format!("--ca-cert {}: {e}", path.display()))
-                })?;
+                roots.add(c).map_err(|e| ConnectError::Config(format!("--ca-cert {}: {e}", path.display())))?;
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
@@ -132,12 +113,7 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -145,12 +121,7 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

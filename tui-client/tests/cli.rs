@@ -30,6 +30,11 @@ struct TestServer {
 
 impl TestServer {
     fn start() -> TestServer {
+        Self::start_with(false)
+    }
+
+    /// With `tls`, the server speaks WSS with a fresh self-signed certificate.
+    fn start_with(tls: bool) -> TestServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let ip = media_ip();
@@ -44,20 +49,20 @@ impl TestServer {
                     ice_servers: vec![],
                 };
                 config.relay.media_ips = vec![ip];
-                let server =
-                    one2one_server::start(listener, one2one_server::Transport::Http, config)
-                        .await
-                        .unwrap();
+                let transport = if tls {
+                    one2one_server::Transport::Tls(one2one_server::tls::self_signed(&[]).unwrap().config)
+                } else {
+                    one2one_server::Transport::Http
+                };
+                let server = one2one_server::start(listener, transport, config).await.unwrap();
                 tx.send(server.addr).unwrap();
                 let _ = stop_rx.await;
                 server.shutdown().await;
             });
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server start");
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("server start");
         TestServer {
-            url: format!("ws://{addr}/one2one"),
+            url: format!("{}://{addr}/one2one", if tls { "wss" } else { "ws" }),
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -85,21 +90,8 @@ struct Client {
 fn spawn(server: &str, args: &[&str]) -> Client {
     let ip = media_ip().to_string();
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--server",
-        server,
-        "--headless",
-        "--media-ip",
-        &ip,
-        "--video-size",
-        "320x240",
-    ])
-    .args(args);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn one2one");
+    cmd.args(["--server", server, "--headless", "--media-ip", &ip, "--video-size", "320x240"]).args(args);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn one2one");
     let stdout: ChildStdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -111,11 +103,7 @@ fn spawn(server: &str, args: &[&str]) -> Client {
             }
         }
     });
-    Client {
-        child,
-        lines: rx,
-        seen: vec![],
-    }
+    Client { child, lines: rx, seen: vec![] }
 }
 
 impl Client {
@@ -146,19 +134,13 @@ impl Client {
                 }
                 return status.code().unwrap_or(-1);
             }
-            assert!(
-                Instant::now() < deadline,
-                "one2one did not exit within {within:?}; saw {:?}",
-                self.seen
-            );
+            assert!(Instant::now() < deadline, "one2one did not exit within {within:?}; saw {:?}", self.seen);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn interrupt(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
     }
 }
 
@@ -190,22 +172,15 @@ fn check_video(path: &Path, who: &str) -> usize {
         }
     }
     assert!(frames >= 30, "{who}: only {frames} frames recorded");
-    assert!(
-        good * 10 >= frames * 8,
-        "{who}: only {good} of {frames} frames show the test pattern"
-    );
+    assert!(good * 10 >= frames * 8, "{who}: only {good} of {frames} frames show the test pattern");
     frames
 }
 
 fn check_tone(path: &Path, hz: f32, who: &str) {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{who}: {}: {e}", path.display()));
     let (rate, _, pcm) = read_wav(BufReader::new(f)).unwrap();
-    let got =
-        dominant_frequency(&pcm[pcm.len().saturating_sub(rate as usize)..], rate).expect("audio");
-    assert!(
-        (got - hz).abs() / hz < 0.02,
-        "{who} recorded {got:.1} Hz, expected {hz} Hz"
-    );
+    let got = dominant_frequency(&pcm[pcm.len().saturating_sub(rate as usize)..], rate).expect("audio");
+    assert!((got - hz).abs() / hz < 0.02, "{who} recorded {got:.1} Hz, expected {hz} Hz");
 }
 
 #[test]
@@ -257,40 +232,21 @@ fn cli_to_cli_through_the_relay() {
     let carol_frames = check_video(&carol_rec.with_extension("y4m"), "carol");
     check_tone(&erin_rec.with_extension("wav"), 440.0, "erin");
     check_tone(&carol_rec.with_extension("wav"), 660.0, "carol");
-    let latency: Vec<f64> = erin
-        .seen
-        .iter()
-        .filter_map(|v| v["stats"]["glass_to_glass_ms"].as_f64())
-        .collect();
-    assert!(
-        !latency.is_empty(),
-        "erin reported no glass-to-glass latency: {:?}",
-        erin.seen
-    );
-    println!(
-        "erin recorded {erin_frames} frames, carol {carol_frames}; glass-to-glass {latency:?} ms"
-    );
+    let latency: Vec<f64> = erin.seen.iter().filter_map(|v| v["stats"]["glass_to_glass_ms"].as_f64()).collect();
+    assert!(!latency.is_empty(), "erin reported no glass-to-glass latency: {:?}", erin.seen);
+    println!("erin recorded {erin_frames} frames, carol {carol_frames}; glass-to-glass {latency:?} ms");
 }
 
 #[test]
 fn outcomes_have_their_exit_codes() {
     let server = TestServer::start();
-    let mut dave = spawn(
-        &server.url,
-        &["register", "dave", "--auto-answer", "reject"],
-    );
+    let mut dave = spawn(&server.url, &["register", "dave", "--auto-answer", "reject"]);
     dave.wait_event("registered", Duration::from_secs(10));
 
     // Unknown user.
     let mut c = spawn(&server.url, &["call", "nobody", "--as", "u1"]);
     assert_eq!(c.wait_exit(Duration::from_secs(15)), 6);
-    assert!(
-        c.seen
-            .iter()
-            .any(|v| v["event"] == "call_ended" && v["reason"] == "unknown_user"),
-        "{:?}",
-        c.seen
-    );
+    assert!(c.seen.iter().any(|v| v["event"] == "call_ended" && v["reason"] == "unknown_user"), "{:?}", c.seen);
 
     // Declined.
     let mut c = spawn(&server.url, &["call", "dave", "--as", "u2"]);
@@ -299,17 +255,10 @@ fn outcomes_have_their_exit_codes() {
     // Name taken.
     let mut c = spawn(&server.url, &["register", "dave"]);
     assert_eq!(c.wait_exit(Duration::from_secs(15)), 5);
-    assert!(
-        c.seen.iter().any(|v| v["reason"] == "name_taken"),
-        "{:?}",
-        c.seen
-    );
+    assert!(c.seen.iter().any(|v| v["reason"] == "name_taken"), "{:?}", c.seen);
 
     // Busy: frank is in a call with grace, then henry calls frank.
-    let mut frank = spawn(
-        &server.url,
-        &["register", "frank", "--auto-answer", "accept"],
-    );
+    let mut frank = spawn(&server.url, &["register", "frank", "--auto-answer", "accept"]);
     frank.wait_event("registered", Duration::from_secs(10));
     let mut grace = spawn(&server.url, &["call", "frank", "--as", "grace"]);
     grace.wait_event("call_started", Duration::from_secs(15));
@@ -326,11 +275,20 @@ fn outcomes_have_their_exit_codes() {
     assert_eq!(c.wait_exit(Duration::from_secs(15)), 3);
 
     // No camera.
-    let out = Command::new(BIN)
-        .args(["--video", "camera", "call", "x", "--as", "y"])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["--video", "camera", "call", "x", "--as", "y"]).output().unwrap();
     assert_eq!(out.status.code(), Some(11));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--video test"), "{err}");
+}
+
+#[test]
+fn tls_refused_unless_trusted() {
+    let server = TestServer::start_with(true);
+    let mut c = spawn(&server.url, &["register", "tina"]);
+    assert_eq!(c.wait_exit(Duration::from_secs(15)), 4);
+    let err = c.seen.iter().find(|v| v["event"] == "error").expect("an error event");
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.starts_with("TLS refused") && msg.contains("--insecure"), "{msg}");
+    let mut c = spawn(&server.url, &["--insecure", "register", "tina"]);
+    c.wait_event("registered", Duration::from_secs(10));
 }

@@ -23,18 +23,15 @@ use futures_util::FutureExt as _;
 use one2one_media::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use shared_proto::IceCandidate;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::runtime::{Runtime, TokioRuntime};
 
@@ -84,8 +81,7 @@ impl PortPool {
             let free = if ips.is_empty() {
                 std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
             } else {
-                ips.iter()
-                    .all(|ip| std::net::UdpSocket::bind((*ip, port)).is_ok())
+                ips.iter().all(|ip| std::net::UdpSocket::bind((*ip, port)).is_ok())
             };
             if free {
                 self.used.insert(port);
@@ -129,15 +125,10 @@ impl RelayBackend {
             events,
             metrics,
             runtime: Arc::new(TokioRuntime),
-            ports: Mutex::new(PortPool {
-                range,
-                ..Default::default()
-            }),
+            ports: Mutex::new(PortPool { range, ..Default::default() }),
             calls: Mutex::new(HashMap::new()),
         };
-        RelayBackend {
-            shared: Arc::new(shared),
-        }
+        RelayBackend { shared: Arc::new(shared) }
     }
 }
 
@@ -215,10 +206,7 @@ impl CallIo {
     async fn request_keyframe(&self, leg: Leg) {
         let remote = lock(&self.legs[idx(leg)].remote_video).clone();
         if let Some((track, ssrc)) = remote {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            };
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
             let _ = track.write_rtcp(vec![Box::new(pli)]).await;
         }
     }
@@ -242,11 +230,7 @@ impl PeerConnectionEventHandler for LegHandler {
         };
         let line = advertise(&init.candidate, &self.public_ips);
         let candidate = IceCandidate::new(line, Some(self.mid.clone()), Some(0));
-        let _ = self.events.send(MediaEvent::Candidate {
-            call: self.call,
-            leg: self.leg,
-            candidate,
-        });
+        let _ = self.events.send(MediaEvent::Candidate { call: self.call, leg: self.leg, candidate });
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -256,23 +240,15 @@ impl PeerConnectionEventHandler for LegHandler {
                 // A receiver that just arrived needs a key frame from the other side.
                 if let Some(io) = self.io.get().cloned() {
                     let other = self.leg.other();
-                    self.runtime
-                        .spawn(Box::pin(async move { io.request_keyframe(other).await }));
+                    self.runtime.spawn(Box::pin(async move { io.request_keyframe(other).await }));
                 }
             }
             RTCPeerConnectionState::Failed => {
                 let reason = format!(
                     "media connection to the {} failed",
-                    if self.leg == Leg::Caller {
-                        "caller"
-                    } else {
-                        "callee"
-                    }
+                    if self.leg == Leg::Caller { "caller" } else { "callee" }
                 );
-                let _ = self.events.send(MediaEvent::Failed {
-                    call: self.call,
-                    reason,
-                });
+                let _ = self.events.send(MediaEvent::Failed { call: self.call, reason });
             }
             _ => {}
         }
@@ -282,18 +258,12 @@ impl PeerConnectionEventHandler for LegHandler {
         let io = self.io.clone();
         let leg = self.leg;
         let call = self.call;
-        self.runtime
-            .spawn(Box::pin(async move { forward(call, leg, track, io).await }));
+        self.runtime.spawn(Box::pin(async move { forward(call, leg, track, io).await }));
     }
 }
 
 /// Moves one user's track to the other leg until the track ends.
-async fn forward(
-    call: CallId,
-    from: Leg,
-    track: Arc<dyn TrackRemote>,
-    io: Arc<OnceLock<Arc<CallIo>>>,
-) {
+async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<OnceLock<Arc<CallIo>>>) {
     let kind = track.kind().await;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let Some(io) = io.get().cloned() else {
@@ -371,10 +341,7 @@ fn advertise(candidate: &str, public_ips: &[IpAddr]) -> String {
 
 /// The first `a=mid:` of an SDP (what browsers bundle on).
 fn first_mid(sdp: &str) -> String {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("a=mid:"))
-        .map(|m| m.trim().to_owned())
-        .unwrap_or_else(|| "0".into())
+    sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned()).unwrap_or_else(|| "0".into())
 }
 
 struct LegPc {
@@ -383,43 +350,23 @@ struct LegPc {
 }
 
 async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedReceiver<MediaCmd>) {
-    let Some(MediaCmd::Start {
-        caller_offer,
-        callee_offer,
-        ..
-    }) = rx.recv().await
-    else {
+    let Some(MediaCmd::Start { caller_offer, callee_offer, .. }) = rx.recv().await else {
         return;
     };
     let io_cell: Arc<OnceLock<Arc<CallIo>>> = Arc::new(OnceLock::new());
     let mut legs: Vec<LegPc> = Vec::new();
     let mut tasks: Vec<Box<dyn webrtc::runtime::JoinHandle>> = Vec::new();
-    let setup = setup_call(
-        &shared,
-        call,
-        [&caller_offer, &callee_offer],
-        &io_cell,
-        &mut legs,
-    )
-    .await;
+    let setup = setup_call(&shared, call, [&caller_offer, &callee_offer], &io_cell, &mut legs).await;
     match setup {
         Ok(answers) => {
             if let Some(io) = io_cell.get() {
                 for leg in [Leg::Caller, Leg::Callee] {
                     let io = io.clone();
-                    tasks.push(
-                        shared
-                            .runtime
-                            .spawn(Box::pin(relay_keyframe_requests(leg, io))),
-                    );
+                    tasks.push(shared.runtime.spawn(Box::pin(relay_keyframe_requests(leg, io))));
                 }
             }
             let [caller_answer, callee_answer] = answers;
-            let _ = shared.events.send(MediaEvent::Answers {
-                call,
-                caller_answer,
-                callee_answer,
-            });
+            let _ = shared.events.send(MediaEvent::Answers { call, caller_answer, callee_answer });
         }
         Err(reason) => {
             tracing::warn!(%call, %reason, "media setup failed");
@@ -471,8 +418,7 @@ async fn setup_call(
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
 ) -> Result<[String; 2], String> {
-    let video =
-        VideoCodec::choose(offers).ok_or("no common video codec (VP8 or H.264 on both sides)")?;
+    let video = VideoCodec::choose(offers).ok_or("no common video codec (VP8 or H.264 on both sides)")?;
     let mut ios = Vec::new();
     let mut answers = Vec::new();
     for (leg, offer) in [Leg::Caller, Leg::Callee].into_iter().zip(offers) {
@@ -480,16 +426,9 @@ async fn setup_call(
         ios.push(io);
         answers.push(answer);
     }
-    let [a, b]: [LegIo; 2] = ios
-        .try_into()
-        .map_err(|_| "internal: leg count".to_owned())?;
-    let _ = io_cell.set(Arc::new(CallIo {
-        legs: [a, b],
-        metrics: shared.metrics.clone(),
-    }));
-    let [x, y]: [String; 2] = answers
-        .try_into()
-        .map_err(|_| "internal: answer count".to_owned())?;
+    let [a, b]: [LegIo; 2] = ios.try_into().map_err(|_| "internal: leg count".to_owned())?;
+    let _ = io_cell.set(Arc::new(CallIo { legs: [a, b], metrics: shared.metrics.clone() }));
+    let [x, y]: [String; 2] = answers.try_into().map_err(|_| "internal: answer count".to_owned())?;
     Ok([x, y])
 }
 
@@ -515,23 +454,15 @@ async fn build_leg(
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(ice_servers)
-        .build();
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
+    let config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
+    let settings =
+        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
     let port = lock(&shared.ports).alloc(&shared.cfg.media_ips)?;
     let p = port.unwrap_or(0);
     let addrs: Vec<String> = if shared.cfg.media_ips.is_empty() {
         vec![format!("0.0.0.0:{p}")]
     } else {
-        shared
-            .cfg
-            .media_ips
-            .iter()
-            .map(|ip| std::net::SocketAddr::new(*ip, p).to_string())
-            .collect()
+        shared.cfg.media_ips.iter().map(|ip| std::net::SocketAddr::new(*ip, p).to_string()).collect()
     };
     let handler = Arc::new(LegHandler {
         call,
@@ -559,64 +490,23 @@ async fn build_leg(
             return Err(err("creating a peer connection", &e));
         }
     };
-    legs.push(LegPc {
-        pc: pc.clone(),
-        port,
-    });
+    legs.push(LegPc { pc: pc.clone(), port });
 
-    let remote = RTCSessionDescription::offer(offer.to_owned())
-        .map_err(|e| err("the offer is not valid SDP", &e))?;
-    pc.set_remote_description(remote)
-        .await
-        .map_err(|e| err("the offer was refused", &e))?;
+    let remote = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| err("the offer is not valid SDP", &e))?;
+    pc.set_remote_description(remote).await.map_err(|e| err("the offer was refused", &e))?;
     let audio_ssrc: u32 = rand_ssrc();
     let video_ssrc: u32 = rand_ssrc();
     let stream = format!("one2one-{}", call.0);
-    let audio_codec = RTCRtpCodec {
-        mime_type: "audio/opus".into(),
-        clock_rate: 48000,
-        channels: 2,
-        ..Default::default()
-    };
-    let video_codec = RTCRtpCodec {
-        mime_type: video.mime().into(),
-        clock_rate: 90000,
-        ..Default::default()
-    };
-    let audio_out = Arc::new(local_track(
-        &stream,
-        "audio",
-        RtpCodecKind::Audio,
-        audio_ssrc,
-        audio_codec,
-    ));
-    let video_out = Arc::new(local_track(
-        &stream,
-        "video",
-        RtpCodecKind::Video,
-        video_ssrc,
-        video_codec,
-    ));
-    let audio_sender = pc
-        .add_track(audio_out.clone())
-        .await
-        .map_err(|e| err("adding the audio track", &e))?;
-    let video_sender = pc
-        .add_track(video_out.clone())
-        .await
-        .map_err(|e| err("adding the video track", &e))?;
-    let answer = pc
-        .create_answer(None)
-        .await
-        .map_err(|e| err("creating the answer", &e))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| err("applying the answer", &e))?;
-    let sdp = pc
-        .local_description()
-        .await
-        .map(|d| d.sdp)
-        .ok_or("the answer vanished")?;
+    let audio_codec =
+        RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, ..Default::default() };
+    let video_codec = RTCRtpCodec { mime_type: video.mime().into(), clock_rate: 90000, ..Default::default() };
+    let audio_out = Arc::new(local_track(&stream, "audio", RtpCodecKind::Audio, audio_ssrc, audio_codec));
+    let video_out = Arc::new(local_track(&stream, "video", RtpCodecKind::Video, video_ssrc, video_codec));
+    let audio_sender = pc.add_track(audio_out.clone()).await.map_err(|e| err("adding the audio track", &e))?;
+    let video_sender = pc.add_track(video_out.clone()).await.map_err(|e| err("adding the video track", &e))?;
+    let answer = pc.create_answer(None).await.map_err(|e| err("creating the answer", &e))?;
+    pc.set_local_description(answer).await.map_err(|e| err("applying the answer", &e))?;
+    let sdp = pc.local_description().await.map(|d| d.sdp).ok_or("the answer vanished")?;
     let pt_of = async |sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>, mime: &str| -> u8 {
         sender
             .get_parameters()
@@ -637,35 +527,18 @@ async fn build_leg(
         return Err("the offer has neither Opus audio nor a usable video codec".into());
     }
     tracing::debug!(%call, ?leg, audio_pt, video_pt, ?video, "leg negotiated");
-    let io = LegIo {
-        audio_out,
-        video_out,
-        audio_ssrc,
-        video_ssrc,
-        audio_pt,
-        video_pt,
-        remote_video: Mutex::new(None),
-    };
+    let io = LegIo { audio_out, video_out, audio_ssrc, video_ssrc, audio_pt, video_pt, remote_video: Mutex::new(None) };
     Ok((io, sdp))
 }
 
-fn local_track(
-    stream: &str,
-    id: &str,
-    kind: RtpCodecKind,
-    ssrc: u32,
-    codec: RTCRtpCodec,
-) -> TrackLocalStaticRTP {
+fn local_track(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> TrackLocalStaticRTP {
     TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream.to_owned(),
         format!("{stream}-{id}"),
         id.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
             codec,
             ..Default::default()
         }],
@@ -677,10 +550,7 @@ fn rand_ssrc() -> u32 {
     // counter rather than pulling in a RNG.
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0x5eed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let n = N.fetch_add(0x9E37_79B9, Ordering::Relaxed);
     (t ^ n).max(1)
 }
@@ -693,24 +563,17 @@ mod tests {
     fn public_ip_replaces_host_addresses_only() {
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(
-            advertise(
-                "candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host",
-                &[ip]
-            ),
+            advertise("candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host", &[ip]),
             "candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"
         );
-        let srflx =
-            "candidate:2 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 40000";
+        let srflx = "candidate:2 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 40000";
         assert_eq!(advertise(srflx, &[ip]), srflx);
         assert_eq!(advertise("garbage", &[ip]), "garbage");
     }
 
     #[test]
     fn port_pool_hands_out_each_port_once() {
-        let mut pool = PortPool {
-            range: Some((47100, 47101)),
-            ..Default::default()
-        };
+        let mut pool = PortPool { range: Some((47100, 47101)), ..Default::default() };
         let a = pool.alloc(&[]).unwrap();
         let b = pool.alloc(&[]).unwrap();
         assert_ne!(a, b);

@@ -22,9 +22,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,one2one_server=info".into()),
-        )
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,one2one_server=info".into()))
         .with_test_writer()
         .try_init();
 }
@@ -45,9 +43,7 @@ pub fn media_ip() -> IpAddr {
 pub async fn start_server(config: ServerConfig) -> one2one_server::Server {
     init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    one2one_server::start(listener, Transport::Http, config)
-        .await
-        .unwrap()
+    one2one_server::start(listener, Transport::Http, config).await.unwrap()
 }
 
 pub fn default_config() -> ServerConfig {
@@ -73,30 +69,20 @@ pub struct Ws {
 impl Ws {
     pub async fn connect(server: &one2one_server::Server, name: &str) -> Ws {
         let url = format!("ws://{}/one2one", server.addr);
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect");
-        Ws {
-            name: name.into(),
-            stream,
-        }
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        Ws { name: name.into(), stream }
     }
 
     /// Connects and registers under `name`.
     pub async fn user(server: &one2one_server::Server, name: &str) -> Ws {
         let mut ws = Ws::connect(server, name).await;
-        ws.send(&format!(r#"{{"id":"register","name":"{name}"}}"#))
-            .await;
-        ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#)
-            .await;
+        ws.send(&format!(r#"{{"id":"register","name":"{name}"}}"#)).await;
+        ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
         ws
     }
 
     pub async fn send(&mut self, text: &str) {
-        self.stream
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
+        self.stream.send(Message::Text(text.into())).await.expect("send");
     }
 
     pub async fn send_msg(&mut self, msg: &ClientMsg) {
@@ -109,17 +95,13 @@ impl Ws {
 
     /// The next text frame, within the deadline.
     pub async fn recv(&mut self) -> String {
-        self.try_recv(DEADLINE)
-            .await
-            .unwrap_or_else(|| panic!("{}: no message within {DEADLINE:?}", self.name))
+        self.try_recv(DEADLINE).await.unwrap_or_else(|| panic!("{}: no message within {DEADLINE:?}", self.name))
     }
 
     pub async fn try_recv(&mut self, within: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??;
             match frame {
                 Ok(Message::Text(t)) => return Some(t.to_string()),
                 Ok(Message::Close(c)) => return Some(format!("CLOSE {c:?}")),
@@ -148,11 +130,7 @@ impl Ws {
     pub async fn expect_silence(&mut self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while let Some(m) = self.try_recv(deadline - tokio::time::Instant::now()).await {
-            assert!(
-                m.starts_with(r#"{"id":"iceCandidate""#),
-                "{}: unexpected {m}",
-                self.name
-            );
+            assert!(m.starts_with(r#"{"id":"iceCandidate""#), "{}: unexpected {m}", self.name);
         }
     }
 
@@ -177,10 +155,7 @@ pub struct Done {
 
 impl Done {
     pub fn of(parties: usize) -> Done {
-        Done {
-            count: Default::default(),
-            parties,
-        }
+        Done { count: Default::default(), parties }
     }
 }
 
@@ -215,20 +190,12 @@ pub const H: u32 = 120;
 
 impl MediaUser {
     pub async fn new(server: &one2one_server::Server, name: &str) -> MediaUser {
-        MediaUser {
-            ws: Ws::user(server, name).await,
-            peer: None,
-            events: None,
-            ip: media_ip(),
-        }
+        MediaUser { ws: Ws::user(server, name).await, peer: None, events: None, ip: media_ip() }
     }
 
     async fn new_peer(&mut self) -> String {
         let (tx, rx) = mpsc::unbounded_channel();
-        let opts = PeerOptions {
-            bind_ips: vec![self.ip],
-            ..Default::default()
-        };
+        let opts = PeerOptions { bind_ips: vec![self.ip], ..Default::default() };
         let peer = Peer::new(&opts, tx).await.expect("peer");
         let offer = peer.create_offer().await.expect("offer");
         self.peer = Some(std::sync::Arc::new(peer));
@@ -239,25 +206,17 @@ impl MediaUser {
     /// Sends `call` and waits for the accepted `callResponse`.
     pub async fn call(&mut self, to: &str) {
         let offer = self.new_peer().await;
-        let msg = ClientMsg::Call {
-            from: self.ws.name.clone(),
-            to: to.into(),
-            sdp_offer: offer,
-        };
+        let msg = ClientMsg::Call { from: self.ws.name.clone(), to: to.into(), sdp_offer: offer };
         self.ws.send_msg(&msg).await;
-        self.trickle_until(|m| matches!(m, ServerMsg::CallResponse { .. }))
-            .await;
+        self.trickle_until(|m| matches!(m, ServerMsg::CallResponse { .. })).await;
     }
 
     /// Waits for `incomingCall` and accepts it, then waits for `startCommunication`.
     pub async fn answer(&mut self, from: &str) {
-        self.ws
-            .expect(&format!(r#"{{"id":"incomingCall","from":"{from}"}}"#))
-            .await;
+        self.ws.expect(&format!(r#"{{"id":"incomingCall","from":"{from}"}}"#)).await;
         let offer = self.new_peer().await;
         self.ws.send_msg(&ClientMsg::accept(from, offer)).await;
-        self.trickle_until(|m| matches!(m, ServerMsg::StartCommunication { .. }))
-            .await;
+        self.trickle_until(|m| matches!(m, ServerMsg::StartCommunication { .. })).await;
     }
 
     /// Forwards candidates both ways until `done` matches a server message,
@@ -306,13 +265,9 @@ impl MediaUser {
     ) -> Received {
         let peer = self.peer.clone().unwrap();
         let mut events = self.events.take().unwrap();
-        let mut enc = vp8::Encoder::new(&vp8::EncoderConfig {
-            width: W,
-            height: H,
-            bitrate_kbps: 300,
-            ..Default::default()
-        })
-        .unwrap();
+        let mut enc =
+            vp8::Encoder::new(&vp8::EncoderConfig { width: W, height: H, bitrate_kbps: 300, ..Default::default() })
+                .unwrap();
         let mut dec = vp8::Decoder::new().unwrap();
         let mut opus = OpusEncoder::new(1, 32_000).unwrap();
         let mut opus_dec = OpusDecoder::new(1).unwrap();
