@@ -294,7 +294,11 @@ mod tests {
         assert!(s.iter().any(|l| l.contains("│resolution 640x480")), "{s:#?}");
         assert!(s.iter().any(|l| l.contains("│bitrate in 812 kbit/s")), "{s:#?}");
         assert!(s.iter().any(|l| l.contains("│RTT        1.2 ms")), "{s:#?}");
-        assert!(s[16].starts_with(" bob  00:00  mic █████░░░░░   [h] hang up [m] mute [v] camera [s] stats"), "{:?}", s[16]);
+        assert!(
+            s[16].starts_with(" bob  00:00  mic █████░░░░░   [h] hang up [m] mute [v] camera [s] stats"),
+            "{:?}",
+            s[16]
+        );
         assert!(s.iter().any(|l| l.contains("camera off")), "{s:#?}");
         assert!(s.iter().any(|l| l.contains('▀')), "the remote video is drawn: {s:#?}");
     }

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,8 @@ struct LegIo {
     video_pt: u8,
     /// The user's video as it arrives, for sending keyframe requests to it.
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    /// DTLS is up: packets written before that would only be dropped.
+    connected: AtomicBool,
 }
 
 struct CallIo {
@@ -239,6 +242,7 @@ impl PeerConnectionEventHandler for LegHandler {
             RTCPeerConnectionState::Connected => {
                 // A receiver that just arrived needs a key frame from the other side.
                 if let Some(io) = self.io.get().cloned() {
+                    io.legs[idx(self.leg)].connected.store(true, Ordering::Release);
                     let other = self.leg.other();
                     self.runtime.spawn(Box::pin(async move { io.request_keyframe(other).await }));
                 }
@@ -283,6 +287,9 @@ async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<O
     tracing::debug!(%call, leg = ?from, ?kind, ssrc, "forwarding track");
     while let Some(ev) = track.poll().await {
         if let TrackRemoteEvent::OnRtpPacket(mut p) = ev {
+            if !out.connected.load(Ordering::Acquire) {
+                continue;
+            }
             let size = 12 + 4 * p.header.csrc.len() + p.payload.len();
             p.header.ssrc = out_ssrc;
             p.header.payload_type = out_pt;
@@ -527,7 +534,16 @@ async fn build_leg(
         return Err("the offer has neither Opus audio nor a usable video codec".into());
     }
     tracing::debug!(%call, ?leg, audio_pt, video_pt, ?video, "leg negotiated");
-    let io = LegIo { audio_out, video_out, audio_ssrc, video_ssrc, audio_pt, video_pt, remote_video: Mutex::new(None) };
+    let io = LegIo {
+        audio_out,
+        video_out,
+        audio_ssrc,
+        video_ssrc,
+        audio_pt,
+        video_pt,
+        remote_video: Mutex::new(None),
+        connected: AtomicBool::new(false),
+    };
     Ok((io, sdp))
 }
 
