@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media::io::sample_builder::SampleBuilder;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use shared_proto::IceCandidate;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -26,7 +25,7 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine};
+use crate::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine, opus, track_def};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -223,25 +222,10 @@ impl Peer {
 
     async fn outgoing(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind, ssrc: u32) -> Result<Outgoing, PeerError> {
         let (id, codec) = match kind {
-            RtpCodecKind::Video => {
-                ("video", RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, ..Default::default() })
-            }
-            _ => (
-                "audio",
-                RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, ..Default::default() },
-            ),
+            RtpCodecKind::Video => ("video", VideoCodec::Vp8.codec()),
+            _ => ("audio", opus()),
         };
-        let track = MediaStreamTrack::new(
-            "one2one".into(),
-            format!("one2one-{id}"),
-            id.into(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec,
-                ..Default::default()
-            }],
-        );
+        let track = track_def("one2one", id, kind, ssrc, codec);
         let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err("local track"))?);
         pc.add_track(track.clone()).await.map_err(rtc_err("adding a track"))?;
         Ok(Outgoing { track, ssrc, pt: Mutex::new(0) })

@@ -5,9 +5,12 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{MediaEngine, Registry, register_default_interceptors};
 
@@ -33,6 +36,11 @@ impl VideoCodec {
             None
         }
     }
+    /// The codec as an outgoing track announces it.
+    pub fn codec(self) -> RTCRtpCodec {
+        RTCRtpCodec { mime_type: self.mime().into(), clock_rate: 90000, ..Default::default() }
+    }
+
     pub fn mime(self) -> &'static str {
         match self {
             VideoCodec::Vp8 => "video/VP8",
@@ -66,6 +74,28 @@ fn codec(
         },
         payload_type: pt,
     }
+}
+
+/// Opus, 48 kHz stereo (as SDP announces it).
+pub fn opus() -> RTCRtpCodec {
+    RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, ..Default::default() }
+}
+
+/// An outgoing track `{stream}-{id}` of one encoding with a fixed SSRC.
+/// The SSRC must be ours: the stack drops packets whose SSRC it did not
+/// assign to the track, and rewrites nothing.
+pub fn track_def(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        stream.to_owned(),
+        format!("{stream}-{id}"),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )
 }
 
 /// Opus plus exactly one video codec (with its RTX), for one leg.

@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use one2one_media::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine};
-use rtc::media_stream::MediaStreamTrack;
+use one2one_media::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine, opus, track_def};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use shared_proto::IceCandidate;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -504,11 +503,8 @@ async fn build_leg(
     let audio_ssrc: u32 = rand_ssrc();
     let video_ssrc: u32 = rand_ssrc();
     let stream = format!("one2one-{}", call.0);
-    let audio_codec =
-        RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, ..Default::default() };
-    let video_codec = RTCRtpCodec { mime_type: video.mime().into(), clock_rate: 90000, ..Default::default() };
-    let audio_out = Arc::new(local_track(&stream, "audio", RtpCodecKind::Audio, audio_ssrc, audio_codec));
-    let video_out = Arc::new(local_track(&stream, "video", RtpCodecKind::Video, video_ssrc, video_codec));
+    let audio_out = Arc::new(local_track(&stream, "audio", RtpCodecKind::Audio, audio_ssrc, opus()));
+    let video_out = Arc::new(local_track(&stream, "video", RtpCodecKind::Video, video_ssrc, video.codec()));
     let audio_sender = pc.add_track(audio_out.clone()).await.map_err(|e| err("adding the audio track", &e))?;
     let video_sender = pc.add_track(video_out.clone()).await.map_err(|e| err("adding the video track", &e))?;
     let answer = pc.create_answer(None).await.map_err(|e| err("creating the answer", &e))?;
@@ -548,17 +544,7 @@ async fn build_leg(
 }
 
 fn local_track(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        stream.to_owned(),
-        format!("{stream}-{id}"),
-        id.to_owned(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec,
-            ..Default::default()
-        }],
-    ))
+    TrackLocalStaticRTP::new(track_def(stream, id, kind, ssrc, codec))
 }
 
 fn rand_ssrc() -> u32 {
