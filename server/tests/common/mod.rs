@@ -73,6 +73,12 @@ impl Ws {
         Ws { name: name.into(), stream }
     }
 
+    /// Connects to a URL; `None` while nothing listens there.
+    pub async fn connect_url(url: &str, name: &str) -> Option<Ws> {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        Some(Ws { name: name.into(), stream })
+    }
+
     /// Connects and registers under `name`.
     pub async fn user(server: &one2one_server::Server, name: &str) -> Ws {
         let mut ws = Ws::connect(server, name).await;

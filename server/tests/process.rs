@@ -1,0 +1,61 @@
+//! The real `one2one-server` binary: it starts, serves, and on SIGTERM tells
+//! everyone in a call, closes the sockets with 1001 and exits 0.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn sigterm_tells_users_and_exits_cleanly() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
+        .args(["--http", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/one2one");
+    let deadline = Instant::now() + DEADLINE;
+    let mut alice = loop {
+        match Ws::connect_url(&url, "alice").await {
+            Some(ws) => break ws,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("the server never listened on {url}"),
+        }
+    };
+    let mut bob = Ws::connect_url(&url, "bob").await.unwrap();
+    alice.send(r#"{"id":"register","name":"alice"}"#).await;
+    alice.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
+    bob.send(r#"{"id":"register","name":"bob"}"#).await;
+    bob.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send_msg(&shared_proto::ClientMsg::Call { from: "alice".into(), to: "bob".into(), sdp_offer: offer_a }).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send_msg(&shared_proto::ClientMsg::accept("alice", offer_b)).await;
+    assert!(bob.recv_signal().await.starts_with(r#"{"id":"startCommunication""#));
+    assert!(alice.recv_signal().await.starts_with(r#"{"id":"callResponse","response":"accepted""#));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    alice.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#).await;
+    let closed = alice.recv().await;
+    assert!(closed.contains("Away"), "{closed}");
+    let deadline = Instant::now() + DEADLINE;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(0));
+}
