@@ -437,3 +437,44 @@ async fn garbage_from_many_sockets_never_breaks_the_server() {
     println!("{sent} garbage frames sent on 10 sockets");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn media_ports_come_from_the_configured_range() {
+    let mut config = default_config();
+    config.relay.ports = one2one_server::media::relay::PortPolicy::Range(47100, 47103);
+    let server = start_server(config).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", &offer_b)).await;
+    let mut ports = vec![];
+    loop {
+        let m = alice.recv().await;
+        if let Ok(shared_proto::ServerMsg::IceCandidate { candidate }) = shared_proto::decode_server(&m) {
+            let port: u16 = candidate.candidate.split(' ').nth(5).unwrap().parse().unwrap();
+            ports.push(port);
+        }
+        if m.starts_with(r#"{"id":"callResponse""#) && !ports.is_empty() {
+            break;
+        }
+    }
+    assert!(ports.iter().all(|p| (47100..=47103).contains(p)), "{ports:?}");
+    // Two legs, two ports: a second call fits, a third does not.
+    let mut carol = Ws::user(&server, "carol").await;
+    let mut dave = Ws::user(&server, "dave").await;
+    carol.send(&call_json("carol", "dave", &offer_a)).await;
+    dave.expect(r#"{"id":"incomingCall","from":"carol"}"#).await;
+    dave.send(&accept_json("carol", &offer_b)).await;
+    assert!(carol.recv_signal().await.starts_with(r#"{"id":"callResponse","response":"accepted""#));
+    let mut erin = Ws::user(&server, "erin").await;
+    let mut frank = Ws::user(&server, "frank").await;
+    erin.send(&call_json("erin", "frank", &offer_a)).await;
+    frank.expect(r#"{"id":"incomingCall","from":"erin"}"#).await;
+    frank.send(&accept_json("erin", &offer_b)).await;
+    erin.expect(r#"{"id":"callResponse","response":"rejected","message":"no free UDP port left in 47100-47103"}"#)
+        .await;
+    server.shutdown().await;
+}
