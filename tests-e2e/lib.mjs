@@ -74,7 +74,11 @@ export async function launchBrowser() {
 export async function openClient(context, url, name) {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
-  await page.goto(url);
+  // A fresh namespace can still be settling; Chromium then reports a network change once.
+  await until(`${url} to load`, () => page.goto(url).then(() => true, (e) => {
+    if (!/ERR_NETWORK_CHANGED/.test(e.message)) throw e;
+    return false;
+  }), 20000, 200);
   await page.waitForFunction(() => window.one2one !== undefined, null, { timeout: 20000 });
   if (name) {
     await page.evaluate((n) => window.one2one.register(n), name);

@@ -95,8 +95,10 @@ try {
 
   tmux('send-keys', '-t', SESSION, 'q');
   const status = await until('one2one to exit', () => {
-    const [dead, st] = tmux('display-message', '-p', '-t', SESSION, '#{pane_dead} #{pane_dead_status}').trim().split(' ');
-    return dead === '1' && st !== undefined && st !== '' ? st : null;
+    const [dead, st, sig] = tmux('display-message', '-p', '-t', SESSION, '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}').trim().split('|');
+    // tmux marks the pane dead a moment before it records how it died.
+    if (dead !== '1' || (st === '' && sig === '')) return null;
+    return st !== '' ? st : `signal ${sig}`;
   });
   const after = pane();
   const alt = tmux('display-message', '-p', '-t', SESSION, '#{alternate_on}').trim();

@@ -88,6 +88,9 @@ struct Session {
     audio_rx: Option<AudioReceiver>,
     recorder: Option<Arc<Mutex<Recorder>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The encoder and decoder threads; joined on close, so that no codec
+    /// runs while the process exits.
+    threads: Vec<std::thread::JoinHandle<()>>,
     started: bool,
 }
 
@@ -98,6 +101,15 @@ impl Session {
             t.abort();
         }
         self.video_tx = None;
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(2), joined).await.is_err() {
+            tracing::warn!("a media thread did not stop within 2 s");
+        }
         self.peer.close().await;
         if let Some(r) = &self.recorder
             && let Ok(mut r) = r.lock()
@@ -310,6 +322,7 @@ impl Engine {
             audio_rx: AudioReceiver::new(recorder.clone(), self.counters.clone()),
             recorder,
             tasks: vec![],
+            threads: vec![],
             started: false,
         });
         Ok(offer)
@@ -334,7 +347,7 @@ impl Engine {
         }
         s.started = true;
         if let Some(src) = VideoSource::open(&self.opts.video, self.opts.video_size).map_err(|e| e.message)? {
-            start_video_sender(
+            let sender = start_video_sender(
                 src,
                 (self.opts.fps, self.opts.bitrate_kbps),
                 s.peer.clone(),
@@ -344,13 +357,20 @@ impl Engine {
                 self.opts.taps.clone(),
             )
             .map_err(|e| e.message)?;
+            s.threads.push(sender);
         }
         if let Some(src) = AudioSource::open(&self.opts.audio).map_err(|e| e.message)? {
             s.tasks.push(tokio::spawn(run_audio_sender(src, s.peer.clone(), counters.clone(), self.opts.taps.clone())));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let need_key = Arc::new(AtomicBool::new(false));
-        start_video_receiver(rx, s.recorder.clone(), counters, need_key.clone(), self.opts.taps.clone());
+        s.threads.push(start_video_receiver(
+            rx,
+            s.recorder.clone(),
+            counters,
+            need_key.clone(),
+            self.opts.taps.clone(),
+        ));
         s.video_tx = Some(tx);
         let peer = s.peer.clone();
         s.tasks.push(tokio::spawn(async move {
