@@ -14,12 +14,19 @@ const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/index.html", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+/// With `web_root`, the files under it are served instead of the built-in
+/// page: for example the Kurento tutorial's own `static/` folder (with its
+/// `bower_components`), which then talks to this server unchanged.
+pub fn router(state: Arc<AppState>, web_root: Option<&std::path::Path>) -> Router {
+    let router = match web_root {
+        Some(root) => Router::new().fallback_service(tower_http::services::ServeDir::new(root)),
+        None => Router::new()
+            .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+            .route("/index.html", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+            .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+            .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) })),
+    };
+    router
         .route("/api/config", get(client_config))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub relay: RelayConfig,
     /// ICE servers handed to web clients (and used by the relay).
     pub ice_servers: Vec<IceServer>,
+    /// Serve this folder instead of the built-in web client.
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -93,7 +95,7 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
     let client_config = serde_json::json!({ "iceServers": config.ice_servers }).to_string();
     let state =
         Arc::new(AppState { hub: hub.clone(), metrics: metrics.clone(), limits: config.limits.clone(), client_config });
-    let router = http::router(state);
+    let router = http::router(state, config.web_root.as_deref());
     let task = match transport {
         Transport::Http => tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {

@@ -56,6 +56,10 @@ struct Args {
     /// Username for the TURN URLs in --ice-server.
     #[arg(long, requires = "ice_credential")]
     ice_username: Option<String>,
+    /// Serve the files of this folder instead of the built-in web client
+    /// (e.g. the Kurento tutorial's own static/ folder).
+    #[arg(long)]
+    web_root: Option<PathBuf>,
     /// Credential for the TURN URLs in --ice-server.
     #[arg(long, requires = "ice_username")]
     ice_credential: Option<String>,
@@ -117,6 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         },
         ice_servers,
+        web_root: args.web_root.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -478,3 +478,33 @@ async fn media_ports_come_from_the_configured_range() {
         .await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn web_root_serves_another_page_next_to_the_signaling() {
+    let dir = std::env::temp_dir().join(format!("one2one-webroot-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("js")).unwrap();
+    std::fs::write(dir.join("index.html"), "<title>the tutorial's page</title>").unwrap();
+    std::fs::write(dir.join("js/index.js"), "var ws = new WebSocket('wss://' + location.host + '/one2one');").unwrap();
+    let mut config = default_config();
+    config.web_root = Some(dir.clone());
+    let server = start_server(config).await;
+    let get = |path: &'static str| {
+        let addr = server.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    assert!(get("/").await.ends_with("<title>the tutorial's page</title>"));
+    assert!(get("/js/index.js").await.contains("/one2one"));
+    assert!(get("/missing.js").await.starts_with("HTTP/1.1 404"));
+    let _alice = Ws::user(&server, "alice").await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

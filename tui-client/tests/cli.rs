@@ -47,6 +47,7 @@ impl TestServer {
                     limits: Default::default(),
                     relay: Default::default(),
                     ice_servers: vec![],
+                    web_root: None,
                 };
                 config.relay.media_ips = vec![ip];
                 let transport = if tls {

@@ -52,6 +52,7 @@ pub fn default_config() -> ServerConfig {
         limits: Default::default(),
         relay: Default::default(),
         ice_servers: vec![],
+        web_root: None,
     }
 }
 
