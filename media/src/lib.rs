@@ -6,6 +6,7 @@
 pub mod analysis;
 #[cfg(feature = "codecs")]
 pub mod audio;
+pub mod convert;
 pub mod files;
 pub mod pattern;
 pub mod peer;

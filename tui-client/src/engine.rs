@@ -150,7 +150,7 @@ impl Engine {
     /// Checks sources before going online, so that a missing device fails
     /// fast with its own message.
     pub fn check_devices(&self) -> Result<(), crate::media_io::DeviceError> {
-        VideoSource::open(&self.opts.video, self.opts.video_size)?;
+        VideoSource::open(&self.opts.video, self.opts.video_size, self.opts.fps)?;
         AudioSource::open(&self.opts.audio)?;
         Ok(())
     }
@@ -212,6 +212,9 @@ impl Engine {
                     self.step(&mut ws, Input::Hangup).await;
                 }
                 _ = stats_tick.tick() => {
+                    if self.opts.taps.camera_lost.swap(false, Relaxed) {
+                        self.report(Event::Error("camera lost: the call goes on without video".into()));
+                    }
                     if self.session.as_ref().is_some_and(|s| s.started) {
                         let s = self.stats(&mut last_stats).await;
                         let _ = self.reports.send(Report::Stats(s));
@@ -346,7 +349,9 @@ impl Engine {
             return Ok(());
         }
         s.started = true;
-        if let Some(src) = VideoSource::open(&self.opts.video, self.opts.video_size).map_err(|e| e.message)? {
+        if let Some(src) =
+            VideoSource::open(&self.opts.video, self.opts.video_size, self.opts.fps).map_err(|e| e.message)?
+        {
             let sender = start_video_sender(
                 src,
                 (self.opts.fps, self.opts.bitrate_kbps),

@@ -6,6 +6,7 @@
 //! 11 no camera or microphone (or another source that cannot be opened).
 
 mod app;
+mod camera;
 mod engine;
 mod media_io;
 mod model;
@@ -261,15 +262,15 @@ fn print_report(r: &Report, headless: bool) {
 }
 
 fn devices() -> i32 {
-    let cams: Vec<String> = std::fs::read_dir("/dev")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with("video"))
-                .collect()
-        })
-        .unwrap_or_default();
-    println!("cameras: {}", if cams.is_empty() { "none (use --video test)".into() } else { cams.join(", ") });
+    let cams = camera::list();
+    if cams.is_empty() {
+        println!("cameras: none (use --video test)");
+    } else {
+        println!("cameras: (--video camera:N)");
+        for c in cams {
+            println!("  {}", c.replace('\n', "\n  "));
+        }
+    }
     println!("test sources: --video test, --video FILE.y4m, --audio tone[:HZ], --audio FILE.wav");
     exit::OK
 }

@@ -20,6 +20,7 @@ use one2one_media::pattern::{self, TestPattern};
 use one2one_media::peer::Peer;
 use one2one_media::vp8;
 
+use crate::camera::Camera;
 use crate::model::exit;
 use crate::taps::Taps;
 
@@ -103,18 +104,32 @@ pub fn now_ms() -> u64 {
 
 /// Where raw video comes from.
 pub enum VideoSource {
-    Test { pattern: TestPattern, counter: u32 },
-    File { reader: Y4mReader<BufReader<File>>, path: PathBuf },
+    Test {
+        pattern: TestPattern,
+        counter: u32,
+    },
+    File {
+        reader: Y4mReader<BufReader<File>>,
+        path: PathBuf,
+    },
+    /// A camera capturing on its own thread; `last` is what was sent last
+    /// (black until the first frame), repeated while no new one is there.
+    Camera {
+        camera: Camera,
+        last: I420Frame,
+    },
 }
 
 impl VideoSource {
-    /// Opens the source; `None` for `--video none`.
-    pub fn open(spec: &VideoSpec, size: (u32, u32)) -> Result<Option<VideoSource>, DeviceError> {
+    /// Opens the source; `None` for `--video none`. A camera is opened with
+    /// the format closest to at most `size` at `fps`, its frames scaled to
+    /// fit `size`.
+    pub fn open(spec: &VideoSpec, size: (u32, u32), fps: u32) -> Result<Option<VideoSource>, DeviceError> {
         match spec {
             VideoSpec::None => Ok(None),
             VideoSpec::Test => Ok(Some(VideoSource::Test { pattern: TestPattern::new(size.0, size.1), counter: 0 })),
             VideoSpec::File(path) => Ok(Some(VideoSource::File { reader: open_y4m(path)?, path: path.clone() })),
-            VideoSpec::Camera(_) => {
+            VideoSpec::Camera(index) => {
                 let cameras = std::fs::read_dir("/dev")
                     .map(|d| {
                         d.filter_map(|e| e.ok())
@@ -127,9 +142,16 @@ impl VideoSource {
                         "no camera found (no /dev/video*); use --video test for moving colour bars, or --video FILE.y4m",
                     ))
                 } else {
-                    Err(device_err(
-                        "camera capture is not available in this build yet; use --video test or --video FILE.y4m",
-                    ))
+                    let camera = match index {
+                        Some(i) => Camera::open(*i, size, fps),
+                        None => Camera::open_first(size, fps),
+                    }
+                    .map_err(|e| {
+                        device_err(format!("{e}; use --video test for moving colour bars, or --video FILE.y4m"))
+                    })?;
+                    tracing::info!(camera = camera.description(), "camera opened");
+                    let (w, h) = camera.size();
+                    Ok(Some(VideoSource::Camera { camera, last: I420Frame::solid_rgb(w, h, [0, 0, 0]) }))
                 }
             }
         }
@@ -139,6 +161,7 @@ impl VideoSource {
         match self {
             VideoSource::Test { pattern, .. } => (pattern.width(), pattern.height()),
             VideoSource::File { reader, .. } => (reader.width(), reader.height()),
+            VideoSource::Camera { camera, .. } => camera.size(),
         }
     }
 
@@ -146,10 +169,17 @@ impl VideoSource {
         match self {
             VideoSource::Test { .. } => default,
             VideoSource::File { reader, .. } => (reader.fps().round() as u32).clamp(1, 60),
+            VideoSource::Camera { camera, .. } => default.min(camera.fps()).max(1),
         }
     }
 
-    /// The next frame (files loop at their end).
+    /// Whether this is a camera that failed for good (e.g. unplugged).
+    pub fn lost(&self) -> bool {
+        matches!(self, VideoSource::Camera { camera, .. } if camera.is_lost())
+    }
+
+    /// The next frame (files loop at their end; a camera repeats its last
+    /// frame until a new one is captured, and gives `None` once lost).
     pub fn next_frame(&mut self) -> Option<I420Frame> {
         match self {
             VideoSource::Test { pattern, counter } => {
@@ -164,6 +194,15 @@ impl VideoSource {
                     reader.next_frame().ok().flatten()
                 }
             },
+            VideoSource::Camera { camera, last } => {
+                if camera.is_lost() {
+                    return None;
+                }
+                if let Some(f) = camera.take_latest() {
+                    *last = f;
+                }
+                Some(last.clone())
+            }
         }
     }
 }
@@ -264,6 +303,9 @@ pub fn start_video_sender(
             keyframe.store(true, Relaxed);
             while !stop.load(Relaxed) {
                 let Some(frame) = source.next_frame() else {
+                    if source.lost() {
+                        taps.camera_lost.store(true, Relaxed);
+                    }
                     break;
                 };
                 let force = keyframe.swap(false, Relaxed);

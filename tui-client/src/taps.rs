@@ -18,6 +18,9 @@ pub const LOCAL_MAX: (u32, u32) = (120, 90);
 pub struct Taps {
     pub muted: AtomicBool,
     pub camera_off: AtomicBool,
+    /// Set by the video sender when its camera failed for good (the call
+    /// goes on without video); the engine reports it once and clears it.
+    pub camera_lost: AtomicBool,
     /// Whether anyone looks at the pictures (the TUI); headless runs skip them.
     pub want_frames: AtomicBool,
     remote: Mutex<Option<RgbFrame>>,
@@ -75,6 +78,7 @@ impl Taps {
         self.set_mic_level(0.0);
         self.muted.store(false, Relaxed);
         self.camera_off.store(false, Relaxed);
+        self.camera_lost.store(false, Relaxed);
         self.generation.fetch_add(1, Relaxed);
     }
 }
