@@ -340,19 +340,7 @@ async fn health_metrics_and_client_config() {
         credential: Some("p".into()),
     }];
     let server = start_server(config).await;
-    let get = |path: &'static str| {
-        let addr = server.addr;
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        }
-    };
+    let get = |path: &'static str| http_get(server.addr, path);
     assert!(get("/healthz").await.ends_with("ok\n"));
     let cfg = get("/api/config").await;
     assert!(
@@ -488,23 +476,21 @@ async fn web_root_serves_another_page_next_to_the_signaling() {
     let mut config = default_config();
     config.web_root = Some(dir.clone());
     let server = start_server(config).await;
-    let get = |path: &'static str| {
-        let addr = server.addr;
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        }
-    };
+    let get = |path: &'static str| http_get(server.addr, path);
     assert!(get("/").await.ends_with("<title>the tutorial's page</title>"));
     assert!(get("/js/index.js").await.contains("/one2one"));
     assert!(get("/missing.js").await.starts_with("HTTP/1.1 404"));
     let _alice = Ws::user(&server, "alice").await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A plain HTTP/1.1 GET; the whole response, headers included.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
