@@ -3,11 +3,14 @@
 // as truecolor half-block cells, `h` hangs up (the page sees it end), and
 // `q` quits with the terminal restored.
 import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { check, summary, startServer, launchBrowser, openClient, waitState, until, ROOT, IP } from './lib.mjs';
 
 const CLIENT = process.env.ONE2ONE_CLIENT_BIN || join(ROOT, 'target/debug/one2one');
 const SESSION = `one2one-${process.pid}`;
+const STATUS = join(mkdtempSync(join(tmpdir(), 'one2one-tmux-')), 'status');
 const tmux = (...args) => execFileSync('tmux', args, { encoding: 'utf8' });
 const pane = (escapes = false) => tmux('capture-pane', '-p', ...(escapes ? ['-e'] : []), '-t', SESSION);
 const waitPane = (what, test, ms = 20000) => until(`the pane to show ${what}`, () => test(pane()), ms, 100);
@@ -46,8 +49,11 @@ let context;
 let code = 1;
 try {
   try { execFileSync('tmux', ['-V']); } catch { throw new Error('tmux is missing: apt-get install tmux'); }
+  // The pane runs a shell that records one2one's exit status in a file:
+  // tmux sometimes leaves the exited client a zombie for many seconds
+  // before it marks the pane dead, so the pane is not the witness.
   tmux('new-session', '-d', '-s', SESSION, '-x', '120', '-y', '36',
-    `${CLIENT} --server ${server.wsUrl} --insecure --media-ip ${IP} register alice --video test --audio tone`);
+    `${CLIENT} --server ${server.wsUrl} --insecure --media-ip ${IP} register alice --video test --audio tone; echo $? > ${STATUS}`);
   tmux('set-option', '-t', SESSION, 'remain-on-exit', 'on');
   await waitPane('alice online', (p) => p.includes('You are alice.') && p.includes('● online'));
   check('the TUI shows alice online', true);
@@ -95,10 +101,8 @@ try {
 
   tmux('send-keys', '-t', SESSION, 'q');
   const status = await until('one2one to exit', () => {
-    const [dead, st, sig] = tmux('display-message', '-p', '-t', SESSION, '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}').trim().split('|');
-    // tmux marks the pane dead a moment before it records how it died.
-    if (dead !== '1' || (st === '' && sig === '')) return null;
-    return st !== '' ? st : `signal ${sig}`;
+    const st = existsSync(STATUS) ? readFileSync(STATUS, 'utf8').trim() : '';
+    return st !== '' ? st : null;
   });
   const after = pane();
   const alt = tmux('display-message', '-p', '-t', SESSION, '#{alternate_on}').trim();
