@@ -14,6 +14,7 @@ use shared_proto::{decode_server, encode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::audio_dev::Speaker;
 use crate::media_io::{
     AudioReceiver, AudioSource, AudioSpec, Counters, Recorder, VideoSource, VideoSpec, run_audio_sender,
     start_video_receiver, start_video_sender,
@@ -37,6 +38,10 @@ pub struct Options {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub audio: AudioSpec,
+    /// `None`: received audio is not played; `Some("default")` or a name.
+    pub speaker: Option<String>,
+    /// Echo cancellation when a microphone and a speaker are both live.
+    pub aec: bool,
     pub record_remote: Option<PathBuf>,
     pub auto_answer: Option<bool>,
     pub hangup_after: Option<Duration>,
@@ -151,7 +156,7 @@ impl Engine {
     /// fast with its own message.
     pub fn check_devices(&self) -> Result<(), crate::media_io::DeviceError> {
         VideoSource::open(&self.opts.video, self.opts.video_size, self.opts.fps)?;
-        AudioSource::open(&self.opts.audio)?;
+        AudioSource::open(&self.opts.audio, None)?;
         Ok(())
     }
 
@@ -212,8 +217,15 @@ impl Engine {
                     self.step(&mut ws, Input::Hangup).await;
                 }
                 _ = stats_tick.tick() => {
-                    if self.opts.taps.camera_lost.swap(false, Relaxed) {
-                        self.report(Event::Error("camera lost: the call goes on without video".into()));
+                    let taps = &self.opts.taps;
+                    for (lost, what) in [
+                        (&taps.camera_lost, "camera lost: the call goes on without video"),
+                        (&taps.mic_lost, "microphone lost: the call goes on without your audio"),
+                        (&taps.speaker_lost, "speaker lost: the call goes on without sound"),
+                    ] {
+                        if lost.swap(false, Relaxed) {
+                            self.report(Event::Error(what.into()));
+                        }
                     }
                     if self.session.as_ref().is_some_and(|s| s.started) {
                         let s = self.stats(&mut last_stats).await;
@@ -322,7 +334,7 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             keyframe: Arc::new(AtomicBool::new(true)),
             video_tx: None,
-            audio_rx: AudioReceiver::new(recorder.clone(), self.counters.clone()),
+            audio_rx: AudioReceiver::new(recorder.clone(), self.counters.clone(), self.opts.taps.clone()),
             recorder,
             tasks: vec![],
             threads: vec![],
@@ -364,8 +376,33 @@ impl Engine {
             .map_err(|e| e.message)?;
             s.threads.push(sender);
         }
-        if let Some(src) = AudioSource::open(&self.opts.audio).map_err(|e| e.message)? {
-            s.tasks.push(tokio::spawn(run_audio_sender(src, s.peer.clone(), counters.clone(), self.opts.taps.clone())));
+        // Devices that fail now (they were there at start-up) leave the
+        // call running without them; the user is told.
+        let mut problems = vec![];
+        let aec = match (&self.opts.audio, &self.opts.speaker) {
+            (AudioSpec::Mic(_), Some(_)) if self.opts.aec => crate::audio_dev::new_aec(),
+            _ => None,
+        };
+        if let Some(name) = &self.opts.speaker
+            && let Some(rx) = s.audio_rx.as_mut()
+        {
+            match Speaker::open(Some(name), aec.clone()) {
+                Ok(sp) => {
+                    tracing::info!(speaker = sp.description, "speaker opened");
+                    rx.set_speaker(sp);
+                }
+                Err(e) => problems.push(format!("{e}: the call goes on without sound")),
+            }
+        }
+        match AudioSource::open(&self.opts.audio, aec) {
+            Ok(Some(src)) => s.tasks.push(tokio::spawn(run_audio_sender(
+                src,
+                s.peer.clone(),
+                counters.clone(),
+                self.opts.taps.clone(),
+            ))),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{e}: the call goes on without your audio")),
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let need_key = Arc::new(AtomicBool::new(false));
@@ -377,6 +414,9 @@ impl Engine {
             self.opts.taps.clone(),
         ));
         s.video_tx = Some(tx);
+        for p in problems {
+            let _ = self.reports.send(Report::Event(Event::Error(p)));
+        }
         let peer = s.peer.clone();
         s.tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));

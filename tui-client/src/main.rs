@@ -6,6 +6,7 @@
 //! 11 no camera or microphone (or another source that cannot be opened).
 
 mod app;
+mod audio_dev;
 mod camera;
 mod engine;
 mod media_io;
@@ -61,9 +62,12 @@ struct Cli {
     /// mic[:NAME] | tone[:HZ] | FILE.wav | none
     #[arg(long, global = true, default_value = "tone:440")]
     audio: AudioSpec,
-    /// default | NAME | none (speaker output arrives with the TUI; only none for now)
-    #[arg(long, global = true, default_value = "none")]
+    /// Where received audio plays: default | NAME (see `one2one devices`) | none
+    #[arg(long, global = true, default_value = "default")]
     speaker: String,
+    /// No echo cancellation (it runs when a microphone and a speaker are both live).
+    #[arg(long, global = true)]
+    no_aec: bool,
     /// Record what the other side sends to PATH.y4m and PATH.wav.
     #[arg(long, global = true)]
     record_remote: Option<PathBuf>,
@@ -144,9 +148,6 @@ async fn run(cli: Cli) -> i32 {
     if cli.insecure {
         eprintln!("one2one: warning: --insecure: the server's certificate is not checked");
     }
-    if cli.speaker != "none" {
-        eprintln!("one2one: note: speaker output is not available in this build; received audio is not played");
-    }
     let opts = Options {
         server: cli.server.clone(),
         ca_cert: cli.ca_cert.clone(),
@@ -160,6 +161,8 @@ async fn run(cli: Cli) -> i32 {
         fps: cli.fps.clamp(1, 60),
         bitrate_kbps: cli.bitrate.clamp(50, 20_000),
         audio: cli.audio.clone(),
+        speaker: Some(cli.speaker.clone()).filter(|s| s != "none"),
+        aec: !cli.no_aec,
         record_remote: cli.record_remote.clone(),
         auto_answer: cli.auto_answer.map(|a| matches!(a, AutoAnswer::Accept)),
         hangup_after: cli.hangup_after.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
@@ -270,6 +273,21 @@ fn devices() -> i32 {
         for c in cams {
             println!("  {}", c.replace('\n', "\n  "));
         }
+    }
+    let (host, ins, outs) = audio_dev::list();
+    println!("microphones ({host}): (--audio mic[:NAME], * = default)");
+    if ins.is_empty() {
+        println!("  none (use --audio tone[:HZ] or --audio FILE.wav)");
+    }
+    for i in ins {
+        println!("  {i}");
+    }
+    println!("speakers ({host}): (--speaker NAME, * = default)");
+    if outs.is_empty() {
+        println!("  none (use --speaker none)");
+    }
+    for o in outs {
+        println!("  {o}");
     }
     println!("test sources: --video test, --video FILE.y4m, --audio tone[:HZ], --audio FILE.wav");
     exit::OK

@@ -20,6 +20,7 @@ use one2one_media::pattern::{self, TestPattern};
 use one2one_media::peer::Peer;
 use one2one_media::vp8;
 
+use crate::audio_dev::{Mic, SharedAec, Speaker};
 use crate::camera::Camera;
 use crate::model::exit;
 use crate::taps::Taps;
@@ -216,10 +217,12 @@ fn open_y4m(path: &Path) -> Result<Y4mReader<BufReader<File>>, DeviceError> {
 pub enum AudioSource {
     Tone(Tone),
     File { samples: Vec<i16>, pos: usize },
+    Mic(Mic),
 }
 
 impl AudioSource {
-    pub fn open(spec: &AudioSpec) -> Result<Option<AudioSource>, DeviceError> {
+    /// Opens the source; a microphone shares `aec` with the speaker.
+    pub fn open(spec: &AudioSpec, aec: Option<SharedAec>) -> Result<Option<AudioSource>, DeviceError> {
         match spec {
             AudioSpec::None => Ok(None),
             AudioSpec::Tone(hz) => Ok(Some(AudioSource::Tone(Tone::new(*hz, 0.3)))),
@@ -241,10 +244,17 @@ impl AudioSource {
                 }
                 Ok(Some(AudioSource::File { samples: mono, pos: 0 }))
             }
-            AudioSpec::Mic(_) => Err(device_err(
-                "microphone capture is not available in this build yet; use --audio tone[:HZ] or --audio FILE.wav",
-            )),
+            AudioSpec::Mic(name) => {
+                let mic = Mic::open(name.as_deref(), aec)?;
+                tracing::info!(mic = mic.description, "microphone opened");
+                Ok(Some(AudioSource::Mic(mic)))
+            }
         }
+    }
+
+    /// Whether this is a microphone that failed for good (e.g. unplugged).
+    pub fn lost(&self) -> bool {
+        matches!(self, AudioSource::Mic(m) if m.is_lost())
     }
 
     pub fn fill(&mut self, out: &mut [i16]) {
@@ -256,6 +266,7 @@ impl AudioSource {
                     *pos = (*pos + 1) % samples.len();
                 }
             }
+            AudioSource::Mic(m) => m.fill(out),
         }
     }
 }
@@ -345,6 +356,12 @@ pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
         tick.tick().await;
+        if source.lost() {
+            // The call goes on without audio; the engine tells the user.
+            taps.mic_lost.store(true, Relaxed);
+            taps.set_mic_level(0.0);
+            return;
+        }
         source.fill(&mut pcm);
         if taps.muted.load(Relaxed) {
             pcm.fill(0);
@@ -461,19 +478,32 @@ pub struct AudioReceiver {
     waiting: BTreeMap<u16, Bytes>,
     recorder: Option<Arc<Mutex<Recorder>>>,
     counters: Arc<Counters>,
+    speaker: Option<Speaker>,
+    taps: Arc<Taps>,
 }
 
 const JITTER_PACKETS: usize = 3;
 
 impl AudioReceiver {
-    pub fn new(recorder: Option<Arc<Mutex<Recorder>>>, counters: Arc<Counters>) -> Option<AudioReceiver> {
+    pub fn new(
+        recorder: Option<Arc<Mutex<Recorder>>>,
+        counters: Arc<Counters>,
+        taps: Arc<Taps>,
+    ) -> Option<AudioReceiver> {
         Some(AudioReceiver {
             dec: OpusDecoder::new(1).ok()?,
             next_seq: None,
             waiting: BTreeMap::new(),
             recorder,
             counters,
+            speaker: None,
+            taps,
         })
+    }
+
+    /// Plays what arrives from now on.
+    pub fn set_speaker(&mut self, speaker: Speaker) {
+        self.speaker = Some(speaker);
     }
 
     pub fn push(&mut self, seq: u16, data: Bytes) {
@@ -513,6 +543,14 @@ impl AudioReceiver {
             && let Ok(mut r) = r.lock()
         {
             r.audio(pcm);
+        }
+        if let Some(sp) = &mut self.speaker {
+            if sp.is_lost() {
+                self.speaker = None;
+                self.taps.speaker_lost.store(true, Relaxed);
+            } else {
+                sp.play(pcm);
+            }
         }
     }
 }

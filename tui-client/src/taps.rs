@@ -21,6 +21,9 @@ pub struct Taps {
     /// Set by the video sender when its camera failed for good (the call
     /// goes on without video); the engine reports it once and clears it.
     pub camera_lost: AtomicBool,
+    /// Likewise for the microphone and the speaker.
+    pub mic_lost: AtomicBool,
+    pub speaker_lost: AtomicBool,
     /// Whether anyone looks at the pictures (the TUI); headless runs skip them.
     pub want_frames: AtomicBool,
     remote: Mutex<Option<RgbFrame>>,
@@ -79,6 +82,8 @@ impl Taps {
         self.muted.store(false, Relaxed);
         self.camera_off.store(false, Relaxed);
         self.camera_lost.store(false, Relaxed);
+        self.mic_lost.store(false, Relaxed);
+        self.speaker_lost.store(false, Relaxed);
         self.generation.fetch_add(1, Relaxed);
     }
 }

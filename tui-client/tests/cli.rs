@@ -89,8 +89,13 @@ struct Client {
 }
 
 fn spawn(server: &str, args: &[&str]) -> Client {
+    spawn_env(server, args, &[])
+}
+
+fn spawn_env(server: &str, args: &[&str], env: &[(&str, &str)]) -> Client {
     let ip = media_ip().to_string();
     let mut cmd = Command::new(BIN);
+    cmd.envs(env.iter().copied());
     cmd.args(["--server", server, "--headless", "--media-ip", &ip, "--video-size", "320x240"]).args(args);
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn one2one");
     let stdout: ChildStdout = child.stdout.take().unwrap();
@@ -292,4 +297,147 @@ fn tls_refused_unless_trusted() {
     assert!(msg.starts_with("TLS refused") && msg.contains("--insecure"), "{msg}");
     let mut c = spawn(&server.url, &["--insecure", "register", "tina"]);
     c.wait_event("registered", Duration::from_secs(10));
+}
+
+/// A private PulseAudio daemon with two null sinks: `o2o_mic` (what is
+/// played into it comes out of `o2o_mic.monitor`, the microphone) and
+/// `o2o_speaker` (whose monitor shows what the client played).
+struct Pulse {
+    child: Child,
+    server: String,
+    _dir: PathBuf,
+}
+
+impl Pulse {
+    fn start(name: &str) -> Pulse {
+        let dir = tmpdir(name);
+        let socket = dir.join("native");
+        let child = Command::new("pulseaudio")
+            .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--system=false", "--use-pid-file=no"])
+            .args(["--disable-shm=yes", "--log-target=stderr", "--log-level=error"])
+            .arg("-L")
+            .arg(format!("module-native-protocol-unix socket={} auth-anonymous=1", socket.display()))
+            .args(["-L", "module-null-sink sink_name=o2o_mic rate=48000 channels=1"])
+            .args(["-L", "module-null-sink sink_name=o2o_speaker rate=48000 channels=2"])
+            .env("HOME", &dir)
+            .env("XDG_RUNTIME_DIR", &dir)
+            .env("PULSE_RUNTIME_PATH", &dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pulseaudio is missing: apt-get install pulseaudio pulseaudio-utils (scripts/install-deps --test does it)");
+        let pulse = Pulse { child, server: format!("unix:{}", socket.display()), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ok = Command::new("pactl")
+                .arg("info")
+                .env("PULSE_SERVER", &pulse.server)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("pactl is missing: apt-get install pulseaudio-utils");
+            if ok.success() {
+                return pulse;
+            }
+            assert!(Instant::now() < deadline, "PulseAudio did not come up within 15 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("PULSE_SERVER", &self.server);
+        c
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The native audio path: carol's microphone is a PulseAudio source that
+/// plays 523 Hz, her speaker a PulseAudio sink. dave (tone 660 Hz) must
+/// hear 523 Hz, and carol's speaker must play 660 Hz. Both go through cpal,
+/// the echo canceller (both devices are live) and the relay.
+#[test]
+fn microphone_and_speaker_through_pulseaudio() {
+    let pulse = Pulse::start("pulse");
+    let dir = tmpdir("audio-devices");
+    // 30 s of 523 Hz into the sink whose monitor is carol's microphone.
+    let tone_path = dir.join("523.wav");
+    let mut w = one2one_media::files::WavWriter::new(std::fs::File::create(&tone_path).unwrap(), 48_000, 1).unwrap();
+    let mut tone = one2one_media::audio::Tone::new(523.0, 0.4);
+    let mut pcm = vec![0i16; 48_000];
+    for _ in 0..30 {
+        tone.fill(&mut pcm);
+        w.write_samples(&pcm).unwrap();
+    }
+    w.finish().unwrap();
+    let mut player = pulse.command("paplay").args(["--device=o2o_mic"]).arg(&tone_path).spawn().expect("paplay");
+    // What carol's speaker plays, raw 48 kHz mono.
+    let mut rec = pulse
+        .command("parec")
+        .args(["--device=o2o_speaker.monitor", "--rate=48000", "--channels=1", "--format=s16le", "--raw"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("parec");
+    let mut rec_out = rec.stdout.take().unwrap();
+    let captured = std::thread::spawn(move || {
+        let mut bytes = vec![];
+        let _ = std::io::Read::read_to_end(&mut rec_out, &mut bytes);
+        bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect::<Vec<i16>>()
+    });
+
+    let server = TestServer::start();
+    let dave_rec = dir.join("dave");
+    let mut carol = spawn_env(
+        &server.url,
+        &["register", "carol", "--auto-answer", "accept", "--audio", "mic:o2o_mic.monitor", "--speaker", "o2o_speaker"],
+        &[("PULSE_SERVER", &pulse.server)],
+    );
+    carol.wait_event("registered", Duration::from_secs(10));
+    let mut dave = spawn(
+        &server.url,
+        &[
+            "call",
+            "carol",
+            "--as",
+            "dave",
+            "--hangup-after",
+            "5",
+            "--audio",
+            "tone:660",
+            "--speaker",
+            "none",
+            "--record-remote",
+            dave_rec.to_str().unwrap(),
+        ],
+    );
+    dave.wait_event("call_started", Duration::from_secs(15));
+    carol.wait_event("call_started", Duration::from_secs(15));
+    dave.wait_event("call_ended", Duration::from_secs(20));
+    assert_eq!(dave.wait_exit(Duration::from_secs(10)), 0);
+    carol.wait_event("call_ended", Duration::from_secs(10));
+    carol.interrupt();
+    assert_eq!(carol.wait_exit(Duration::from_secs(10)), 0);
+    let _ = rec.kill();
+    let _ = rec.wait();
+    let _ = player.kill();
+    let _ = player.wait();
+    let errors: Vec<_> = carol.seen.iter().filter(|v| v["event"] == "error").collect();
+    assert!(errors.is_empty(), "carol's devices failed: {errors:?}");
+
+    // dave hears carol's microphone.
+    check_tone(&dave_rec.with_extension("wav"), 523.0, "dave (carol's microphone)");
+    // carol's speaker played dave's tone: the loudest second of the capture.
+    let played = captured.join().unwrap();
+    assert!(played.len() > 48_000, "parec captured only {} samples", played.len());
+    let (best, level) =
+        played.chunks(48_000).map(|s| (s, one2one_media::analysis::rms(s))).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert!(level > 0.02, "carol's speaker stayed silent (rms {level})");
+    let hz = dominant_frequency(best, 48_000).expect("audio");
+    assert!((hz - 660.0).abs() / 660.0 < 0.02, "carol's speaker played {hz:.1} Hz, expected 660 Hz");
+    println!("dave heard carol's microphone at 523 Hz; carol's speaker played {hz:.1} Hz at rms {level:.3}");
 }
