@@ -148,7 +148,8 @@ async fn side(ctx: Arc<Ctx>, mut u: JanusUser, to: Option<String>, call: Arc<Cal
     let mut negotiated = false;
     if let Some(to) = &to {
         let offer = peer.offer().await?;
-        let r = u.message(json!({"request": "call", "username": to}), Some(json!({"type": "offer", "sdp": offer}))).await?;
+        let r =
+            u.message(json!({"request": "call", "username": to}), Some(json!({"type": "offer", "sdp": offer}))).await?;
         let ev = &plugin_data(&r)["result"]["event"];
         if ev != "calling" {
             bail!("call: {r}");

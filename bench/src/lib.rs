@@ -282,13 +282,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         if let Some(s) = setup {
             setups.push(s.as_micros().min(u128::from(u32::MAX)) as u32);
         }
-        per_call.push(CallReport {
-            index: i,
-            error,
-            setup_ms: setup.map(|d| d.as_secs_f64() * 1000.0),
-            streams,
-            ok,
-        });
+        per_call.push(CallReport { index: i, error, setup_ms: setup.map(|d| d.as_secs_f64() * 1000.0), streams, ok });
     }
     latencies.sort_unstable();
     setups.sort_unstable();

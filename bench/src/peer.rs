@@ -48,7 +48,8 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
         if let Ok(init) = ev.candidate.to_json() {
-            let _ = self.events.send(PeerEvent::Candidate(IceCandidate::new(init.candidate, Some("0".into()), Some(0))));
+            let _ =
+                self.events.send(PeerEvent::Candidate(IceCandidate::new(init.candidate, Some("0".into()), Some(0))));
         }
     }
 

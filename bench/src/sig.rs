@@ -25,7 +25,8 @@ impl Sig {
         if let Some(p) = subprotocol {
             req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().context("subprotocol")?);
         }
-        let connector = if url.starts_with("wss://") { Some(Connector::Rustls(Arc::new(tls(insecure)?))) } else { None };
+        let connector =
+            if url.starts_with("wss://") { Some(Connector::Rustls(Arc::new(tls(insecure)?))) } else { None };
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector),
@@ -55,7 +56,9 @@ impl Sig {
 
     /// The next text frame within `within`.
     pub async fn recv_within(&mut self, within: Duration) -> anyhow::Result<String> {
-        tokio::time::timeout(within, self.recv()).await.map_err(|_| anyhow!("no signaling message within {within:?}"))?
+        tokio::time::timeout(within, self.recv())
+            .await
+            .map_err(|_| anyhow!("no signaling message within {within:?}"))?
     }
 
     pub async fn close(mut self) {
