@@ -193,7 +193,9 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
 
     let window = Arc::new(Window::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_id = format!("b{}", media::now_ns() % 1_000_000_007 ^ u64::from(std::process::id()));
+    let wall =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let run_id = format!("b{:x}", (wall ^ u64::from(std::process::id())) & 0xff_ffff_ffff);
     let ctx = Arc::new(Ctx {
         url: args.url.clone(),
         insecure: args.insecure,
