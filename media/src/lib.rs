@@ -3,6 +3,8 @@
 //! (feature `codecs`), and the signal analysis that tests and stats use to
 //! judge what arrived (the colour of a frame, the frequency of a tone).
 
+#[cfg(feature = "codecs")]
+pub mod aec;
 pub mod analysis;
 #[cfg(feature = "codecs")]
 pub mod audio;
