@@ -9,6 +9,7 @@ mod app;
 mod audio_dev;
 mod camera;
 mod engine;
+mod graphics;
 mod media_io;
 mod model;
 mod net;
@@ -65,6 +66,9 @@ struct Cli {
     /// Where received audio plays: default | NAME (see `one2one devices`) | none
     #[arg(long, global = true, default_value = "default")]
     speaker: String,
+    /// How the TUI draws video: auto (ask the terminal) | halfblocks | kitty | sixel | iterm2
+    #[arg(long, global = true, default_value = "auto")]
+    video_render: graphics::RenderChoice,
     /// No echo cancellation (it runs when a microphone and a speaker are both live).
     #[arg(long, global = true)]
     no_aec: bool,
@@ -188,8 +192,10 @@ async fn run(cli: Cli) -> i32 {
         let mut app = app::App::new(&me, &server, std::time::Instant::now());
         app.quit_after_call = cli_is_call(&cli);
         // One task runs both: the engine's future holds codec state that is
-        // not Sync, and the UI only talks to it through channels.
-        let (code, ()) = tokio::join!(engine.run(cmd_rx), tui::run(app, cmd_tx, report_rx, taps));
+        // not Sync, and the UI only talks to it through channels. Codecs and
+        // device I/O run on their own threads, so drawing never holds up
+        // media.
+        let (code, ()) = tokio::join!(engine.run(cmd_rx), tui::run(app, cmd_tx, report_rx, taps, cli.video_render));
         return code;
     }
     let printer = tokio::spawn(async move {

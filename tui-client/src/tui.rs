@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{App, Cmd, Key, Msg};
 use crate::engine::{Command, Report};
+use crate::graphics::{Graphics, RenderChoice};
 use crate::taps::Taps;
 use crate::ui::{self, Frames};
 
@@ -29,9 +30,18 @@ pub async fn run(
     commands: mpsc::UnboundedSender<Command>,
     mut reports: mpsc::UnboundedReceiver<Report>,
     taps: Arc<Taps>,
+    render: RenderChoice,
 ) {
     taps.want_frames.store(true, Relaxed);
+    // Libraries (ALSA above all) write to stderr; on the TUI's screen that
+    // would be garbage, so it goes to a log file while the TUI runs.
+    let stderr_log = StderrToFile::start();
+    // Asks the terminal about graphics before the TUI takes it over.
+    let mut gfx = tokio::task::block_in_place(|| Graphics::detect(render));
     let mut terminal = ratatui::init();
+    if let Some(g) = &gfx {
+        tracing::info!(protocol = g.protocol_name(), "video through terminal graphics");
+    }
     let (key_tx, mut keys) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         loop {
@@ -114,11 +124,57 @@ pub async fn run(
         {
             seen_generation = generation;
             dirty = false;
-            let frames = Frames { remote: taps.remote(), local: taps.local(), mic_level: taps.mic_level() };
-            if terminal.draw(|f| ui::render(&app, &frames, f)).is_err() {
+            let frames = Frames { remote: taps.remote(), local: taps.local(), mic_level: taps.mic_level(), generation };
+            let drawn = terminal.draw(|f| ui::render(&app, &frames, gfx.as_mut(), f));
+            if drawn.is_err() {
                 break;
             }
         }
     }
     ratatui::restore();
+    drop(stderr_log);
+}
+
+/// Sends stderr to `$XDG_STATE_HOME/one2one/tui.log` (or
+/// `~/.local/state/...`, or the temp dir) until dropped.
+struct StderrToFile {
+    saved: Option<std::os::fd::OwnedFd>,
+    path: std::path::PathBuf,
+}
+
+impl StderrToFile {
+    fn start() -> StderrToFile {
+        use std::io::IsTerminal as _;
+        use std::os::fd::AsFd as _;
+        let dir = std::env::var_os("XDG_STATE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("one2one");
+        let path = dir.join("tui.log");
+        let mut me = StderrToFile { saved: None, path };
+        if !std::io::stderr().is_terminal() {
+            return me; // already going somewhere else
+        }
+        let file = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&me.path));
+        let Ok(file) = file else { return me };
+        if let Ok(saved) = std::io::stderr().as_fd().try_clone_to_owned()
+            && rustix::stdio::dup2_stderr(&file).is_ok()
+        {
+            me.saved = Some(saved);
+        }
+        me
+    }
+}
+
+impl Drop for StderrToFile {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = rustix::stdio::dup2_stderr(&saved);
+            if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0) {
+                eprintln!("one2one: messages of this session are in {}", self.path.display());
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
 
 use crate::app::{App, Screen};
+use crate::graphics::Graphics;
 use crate::video::{self, RgbFrame};
 
 /// What the media side has to show.
@@ -18,9 +19,13 @@ pub struct Frames {
     pub local: Option<RgbFrame>,
     /// Microphone level, 0 to 1.
     pub mic_level: f32,
+    /// Bumped with every new picture.
+    pub generation: u64,
 }
 
-pub fn render(app: &App, frames: &Frames, f: &mut Frame<'_>) {
+/// Draws the whole screen; `gfx` is the terminal's graphics protocol for
+/// the remote video, if it has one (half-blocks otherwise).
+pub fn render(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, f: &mut Frame<'_>) {
     let [top, main, bottom] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)]).areas(f.area());
     status_bar(app, top, f);
@@ -61,7 +66,7 @@ pub fn render(app: &App, frames: &Frames, f: &mut Frame<'_>) {
             vec![Line::from(format!("Calling {peer}… {}", clock(app.elapsed()))).bold(), hint("Esc to cancel")],
         ),
         Screen::RingingIn { from, .. } => prompt(f, main, from),
-        Screen::InCall { peer, .. } => in_call(app, frames, peer, main, f),
+        Screen::InCall { peer, .. } => in_call(app, frames, gfx, peer, main, f),
     }
     let line = Paragraph::new(Line::from(vec![Span::raw(" "), Span::raw(app.status.clone())]))
         .style(Style::default().fg(Color::Black).bg(Color::Gray));
@@ -145,11 +150,12 @@ fn help(f: &mut Frame<'_>, area: Rect) {
     f.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Keys ")), r);
 }
 
-fn in_call(app: &App, frames: &Frames, peer: &str, area: Rect, f: &mut Frame<'_>) {
+fn in_call(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, peer: &str, area: Rect, f: &mut Frame<'_>) {
     let [video_area, info] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
-    match &frames.remote {
-        Some(frame) => video::draw(frame, video_area, f.buffer_mut()),
-        None => centered(f, video_area, vec![Line::from(format!("waiting for {peer}'s video…"))]),
+    match (&frames.remote, gfx) {
+        (Some(frame), Some(g)) => g.draw(frame, frames.generation, video_area, f.buffer_mut()),
+        (Some(frame), None) => video::draw(frame, video_area, f.buffer_mut()),
+        (None, _) => centered(f, video_area, vec![Line::from(format!("waiting for {peer}'s video…"))]),
     }
     // Self view in the bottom-right corner.
     let pip_w = (video_area.width / 4).max(8);
@@ -223,7 +229,7 @@ mod tests {
 
     fn screen(app: &App, frames: &Frames) -> Vec<String> {
         let mut t = Terminal::new(TestBackend::new(72, 18)).unwrap();
-        t.draw(|f| render(app, frames, f)).unwrap();
+        t.draw(|f| render(app, frames, None, f)).unwrap();
         let buf = t.backend().buffer().clone();
         (0..buf.area.height)
             .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_owned()).collect::<String>())
@@ -289,7 +295,7 @@ mod tests {
         })));
         a.update(Msg::Key(Key::Char('s')));
         let red = RgbFrame::new(2, 2, vec![[200, 0, 0]; 4]);
-        let frames = Frames { remote: Some(red), local: None, mic_level: 0.5 };
+        let frames = Frames { remote: Some(red), local: None, mic_level: 0.5, generation: 1 };
         let s = screen(&a, &frames);
         assert!(s.iter().any(|l| l.contains("│resolution 640x480")), "{s:#?}");
         assert!(s.iter().any(|l| l.contains("│bitrate in 812 kbit/s")), "{s:#?}");

@@ -392,10 +392,12 @@ fn microphone_and_speaker_through_pulseaudio() {
 
     let server = TestServer::start();
     let dave_rec = dir.join("dave");
+    // Through ALSA's `pulse` device (libasound2-plugins), as desktop
+    // systems with PulseAudio or PipeWire route it.
     let mut carol = spawn_env(
         &server.url,
-        &["register", "carol", "--auto-answer", "accept", "--audio", "mic:o2o_mic.monitor", "--speaker", "o2o_speaker"],
-        &[("PULSE_SERVER", &pulse.server)],
+        &["register", "carol", "--auto-answer", "accept", "--audio", "mic:pulse", "--speaker", "pulse"],
+        &[("PULSE_SERVER", &pulse.server), ("PULSE_SOURCE", "o2o_mic.monitor"), ("PULSE_SINK", "o2o_speaker")],
     );
     carol.wait_event("registered", Duration::from_secs(10));
     let mut dave = spawn(
