@@ -461,8 +461,14 @@ async fn build_leg(
         })
         .collect();
     let config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
-    let settings =
-        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
+    // ICE-lite when the relay has only host candidates (no STUN/TURN of its
+    // own): it never sends checks, it answers the client's. A full agent
+    // sent its first checks before the caller had applied the answer; the
+    // caller dropped them, and the leg connected only a second later.
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_lite(shared.cfg.ice_servers.is_empty())
+        .build();
     let port = lock(&shared.ports).alloc(&shared.cfg.media_ips)?;
     let p = port.unwrap_or(0);
     let addrs: Vec<String> = if shared.cfg.media_ips.is_empty() {
