@@ -56,5 +56,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 
 async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
     let hard = app.limits.hard_limit();
-    ws.max_message_size(hard).max_frame_size(hard).on_upgrade(move |socket| crate::ws::serve_socket(socket, app))
+    // Signaling messages are small: a 4 KiB read buffer (it grows for a
+    // larger frame) instead of tungstenite's 128 KiB, which is zero-filled
+    // and so resident for every idle socket.
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| crate::ws::serve_socket(socket, app))
 }

@@ -123,9 +123,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ice_servers,
         web_root: args.web_root.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // A deep accept queue: bursts of clients (a reconnect storm) are not
+    // refused while the server catches up.
+    let listener = (|| {
+        let socket =
+            if args.listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(args.listen)?;
+        socket.listen(1024)
+    })()
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
     let port = listener.local_addr()?.port();
     let (transport, scheme) = if args.http {
         (Transport::Http, "http")
