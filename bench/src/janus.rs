@@ -34,7 +34,7 @@ fn plugin_data(v: &Value) -> &Value {
 
 impl JanusUser {
     async fn connect(ctx: &Ctx, name: &str) -> anyhow::Result<JanusUser> {
-        let ws = Sig::connect(&ctx.url, ctx.insecure, Some("janus-protocol")).await?;
+        let ws = Sig::connect(&ctx.url, Some("janus-protocol")).await?;
         let mut u = JanusUser { ws, session: 0, handle: 0, backlog: VecDeque::new(), next_tx: 0, name: name.into() };
         let r = u.request(json!({"janus": "create"})).await?;
         u.session = r["data"]["id"].as_u64().ok_or_else(|| anyhow!("create: no session id in {r}"))?;

@@ -43,7 +43,7 @@ pub enum Target {
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Target::One2one)]
     pub target: Target,
-    /// Signaling URL: ws(s)://HOST:PORT/one2one, or ws://HOST:8188/ for Janus.
+    /// Signaling URL: ws://HOST:PORT/one2one (one2one-server --http), or ws://HOST:8188/ for Janus.
     #[arg(long)]
     pub url: String,
     /// Concurrent calls.
@@ -61,9 +61,6 @@ pub struct Args {
     /// The server process, for its CPU time and RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Accept any TLS certificate (self-signed servers).
-    #[arg(long)]
-    pub insecure: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +78,6 @@ pub struct Args {
 /// What every call task shares.
 pub struct Ctx {
     pub url: String,
-    pub insecure: bool,
     pub ip: IpAddr,
     pub media: Arc<Media>,
     pub window: Arc<Window>,
@@ -198,7 +194,6 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let run_id = format!("b{:x}", (wall ^ u64::from(std::process::id())) & 0xff_ffff_ffff);
     let ctx = Arc::new(Ctx {
         url: args.url.clone(),
-        insecure: args.insecure,
         ip: args.media_ip,
         media: Arc::new(media),
         window: window.clone(),

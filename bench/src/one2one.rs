@@ -13,7 +13,7 @@ use crate::sig::Sig;
 use crate::{CallState, Ctx, SETUP_DEADLINE};
 
 async fn user(ctx: &Ctx, name: &str) -> anyhow::Result<Sig> {
-    let mut ws = Sig::connect(&ctx.url, ctx.insecure, None).await?;
+    let mut ws = Sig::connect(&ctx.url, None).await?;
     ws.send(encode(&ClientMsg::Register { name: name.into() })).await?;
     loop {
         let m = ws.recv_within(SETUP_DEADLINE).await?;

@@ -1,18 +1,15 @@
-//! A WebSocket for signaling (`ws://` or `wss://`, with `--insecure` for
-//! self-signed servers) that sends and receives text frames with deadlines.
+//! A WebSocket for signaling (`ws://` only: benchmarks run the servers
+//! without TLS, `one2one-server --http`) that sends and receives text
+//! frames with deadlines.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct Sig {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -20,16 +17,17 @@ pub struct Sig {
 
 impl Sig {
     /// Connects, with `subprotocol` if given (Janus wants `janus-protocol`).
-    pub async fn connect(url: &str, insecure: bool, subprotocol: Option<&str>) -> anyhow::Result<Sig> {
+    pub async fn connect(url: &str, subprotocol: Option<&str>) -> anyhow::Result<Sig> {
+        if !url.starts_with("ws://") {
+            bail!("{url}: only ws:// URLs (start one2one-server with --http)");
+        }
         let mut req = url.into_client_request().with_context(|| format!("bad URL {url}"))?;
         if let Some(p) = subprotocol {
             req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().context("subprotocol")?);
         }
-        let connector =
-            if url.starts_with("wss://") { Some(Connector::Rustls(Arc::new(tls(insecure)?))) } else { None };
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector),
+            tokio_tungstenite::connect_async_with_config(req, None, true),
         )
         .await
         .map_err(|_| anyhow!("{url}: no connection within 10 s"))?
@@ -63,52 +61,5 @@ impl Sig {
 
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
-    }
-}
-
-fn tls(insecure: bool) -> anyhow::Result<rustls::ClientConfig> {
-    if !insecure {
-        bail!("wss:// needs --insecure here (the bench does not verify certificates; use ws:// or --insecure)");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?;
-    Ok(builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth())
-}
-
-/// `--insecure`: accepts any certificate, still checks signatures.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

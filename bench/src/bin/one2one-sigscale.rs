@@ -258,13 +258,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         .buffered(args.concurrency)
         .collect()
         .await;
-    let mut socks = Vec::with_capacity(args.conns);
-    let mut lat = Vec::with_capacity(args.conns);
-    for r in results {
-        let (ws, us) = r?;
-        socks.push(ws);
-        lat.push(us);
-    }
+    let (socks, lat) = split_results(results)?;
     let connect = cpu.phase(socks.len(), lat)?;
     settle(args.settle).await;
     let rss_connected = procstat::rss_kib(pid)?;
@@ -284,13 +278,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         .buffered(args.concurrency)
         .collect()
         .await;
-    let mut socks = Vec::with_capacity(args.conns);
-    let mut lat = Vec::with_capacity(args.conns);
-    for r in results {
-        let (ws, us) = r?;
-        socks.push(ws);
-        lat.push(us);
-    }
+    let (mut socks, lat) = split_results(results)?;
     let register = cpu.phase(socks.len(), lat)?;
     settle(args.settle).await;
     let rss_registered = procstat::rss_kib(pid)?;
@@ -434,4 +422,16 @@ fn text(r: &Report) -> String {
         );
     }
     s
+}
+
+/// Sockets and their latencies from a phase's results; the first error wins.
+fn split_results(results: Vec<anyhow::Result<(Ws, u32)>>) -> anyhow::Result<(Vec<Ws>, Vec<u32>)> {
+    let mut socks = Vec::with_capacity(results.len());
+    let mut lat = Vec::with_capacity(results.len());
+    for r in results {
+        let (ws, us) = r?;
+        socks.push(ws);
+        lat.push(us);
+    }
+    Ok((socks, lat))
 }
