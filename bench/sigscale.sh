@@ -7,6 +7,8 @@
 # RUST_LOG for the server's log level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-deps
+cargo build --release -p one2one-server -p one2one-bench
 SERVER=${SERVER:-target/release/one2one-server}
 PORT=${PORT:-18500}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
