@@ -19,6 +19,7 @@ pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub limits: WsLimits,
     /// `{"iceServers":[...]}` for the web client.
     pub client_config: String,
+    /// How many signaling sockets are open; shutdown waits for it to reach 0.
+    pub open_sockets: tokio::sync::watch::Sender<usize>,
 }
 
 /// Everything `run` needs; `main` fills it from the command line.
@@ -66,12 +69,16 @@ pub struct Server {
     pub hub: HubHandle,
     pub metrics: Arc<Metrics>,
     task: tokio::task::JoinHandle<()>,
+    sockets: tokio::sync::watch::Receiver<usize>,
 }
 
 impl Server {
-    /// Tells every user, releases every call, closes every socket.
-    pub async fn shutdown(self) {
+    /// Tells every user, releases every call, closes every socket; returns
+    /// once every socket has sent its last frames (at most 3 s), so that an
+    /// exiting process never resets a connection with them unsent.
+    pub async fn shutdown(mut self) {
         self.hub.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.sockets.wait_for(|n| *n == 0)).await;
         self.task.abort();
     }
 }
@@ -93,8 +100,15 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
     let hub = hub::spawn(Signaling::new(config.signaling.clone()), backend, metrics.clone());
     hub::spawn_media_pump(events_rx, hub.clone());
     let client_config = serde_json::json!({ "iceServers": config.ice_servers }).to_string();
-    let state =
-        Arc::new(AppState { hub: hub.clone(), metrics: metrics.clone(), limits: config.limits.clone(), client_config });
+    let open_sockets = tokio::sync::watch::Sender::new(0usize);
+    let sockets = open_sockets.subscribe();
+    let state = Arc::new(AppState {
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        limits: config.limits.clone(),
+        client_config,
+        open_sockets,
+    });
     let router = http::router(state, config.web_root.as_deref());
     let task = match transport {
         Transport::Http => tokio::spawn(async move {
@@ -111,5 +125,5 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
             })
         }
     };
-    Ok(Server { addr, hub, metrics, task })
+    Ok(Server { addr, hub, metrics, task, sockets })
 }

@@ -70,6 +70,7 @@ impl RateLimit {
 
 pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>) {
     let conn = NEXT_CONN.fetch_add(1, Relaxed);
+    app.open_sockets.send_modify(|n| *n += 1);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(CONN_QUEUE);
     let kill = Arc::new(Notify::new());
     app.hub.send(HubEvent::Connected { conn, tx: ConnTx { tx: tx.clone(), kill: kill.clone() } });
@@ -172,6 +173,7 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>) {
         }
     }
     app.hub.send(HubEvent::Disconnected { conn });
+    app.open_sockets.send_modify(|n| *n = n.saturating_sub(1));
     tracing::debug!(conn, "socket closed");
 }
 
