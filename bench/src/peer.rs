@@ -206,15 +206,8 @@ impl BenchPeer {
 
     /// A remote candidate; buffered until negotiation is done.
     pub async fn add_remote_candidate(&self, c: IceCandidate) {
-        if c.candidate.trim().is_empty() {
+        let Some(init) = one2one_media::rtc_setup::candidate_init(c) else {
             return;
-        }
-        let init = RTCIceCandidateInit {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_mline_index,
-            username_fragment: c.username_fragment,
-            ..Default::default()
         };
         {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);

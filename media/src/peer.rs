@@ -275,12 +275,8 @@ impl Peer {
 
     /// A remote candidate; buffered until the answer is applied.
     pub async fn add_remote_candidate(&self, c: IceCandidate) {
-        let init = RTCIceCandidateInit {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_mline_index,
-            username_fragment: c.username_fragment,
-            ..Default::default()
+        let Some(init) = crate::rtc_setup::candidate_init(c) else {
+            return;
         };
         {
             let mut pending = lock(&self.pending);

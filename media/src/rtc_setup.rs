@@ -12,7 +12,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use webrtc::peer_connection::{MediaEngine, Registry, register_default_interceptors};
+use webrtc::peer_connection::{MediaEngine, RTCIceCandidateInit, Registry, register_default_interceptors};
 
 /// The video codec both legs of a call use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +179,21 @@ impl Interceptor for KeyframeRequests {
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+/// A signaling candidate as a peer connection takes it; `None` for the empty
+/// end-of-candidates marker, which there is nothing to add for.
+pub fn candidate_init(c: shared_proto::IceCandidate) -> Option<RTCIceCandidateInit> {
+    if c.candidate.trim().is_empty() {
+        return None;
+    }
+    Some(RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

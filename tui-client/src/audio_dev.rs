@@ -70,11 +70,6 @@ pub fn new_aec() -> Option<SharedAec> {
     }
 }
 
-/// The host: ALSA on Linux.
-pub fn host() -> Host {
-    cpal::default_host()
-}
-
 fn device_name(d: &Device) -> String {
     d.description().map(|d| d.name().to_owned()).unwrap_or_default()
 }
@@ -90,7 +85,7 @@ fn device_id(d: &Device) -> String {
 /// Lists `(inputs, outputs)` as display lines: `id — description`, the
 /// defaults marked with `*`.
 pub fn list() -> (String, Vec<String>, Vec<String>) {
-    let host = host();
+    let host = cpal::default_host();
     let def_in = host.default_input_device().map(|d| device_id(&d));
     let def_out = host.default_output_device().map(|d| device_id(&d));
     let (mut ins, mut outs) = (vec![], vec![]);
@@ -288,7 +283,7 @@ impl Mic {
             message: format!("{m}; use --audio tone[:HZ] or --audio FILE.wav instead"),
             code: exit::NO_DEVICE,
         };
-        let host = host();
+        let host = cpal::default_host();
         let dev = find(&host, name, true).map_err(fail)?;
         let (config, format) = pick_config(&dev, true).map_err(fail)?;
         let description = format!("{} ({} Hz, {} ch)", device_id(&dev), config.sample_rate, config.channels);
@@ -389,7 +384,7 @@ pub struct Speaker {
 
 impl Speaker {
     pub fn open(name: Option<&str>, aec: Option<SharedAec>) -> Result<Speaker, String> {
-        let host = host();
+        let host = cpal::default_host();
         let dev = find(&host, name, false)?;
         let (config, format) = pick_config(&dev, false)?;
         let description = format!("{} ({} Hz, {} ch)", device_id(&dev), config.sample_rate, config.channels);

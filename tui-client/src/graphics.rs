@@ -124,7 +124,6 @@ impl Graphics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui_image::FontSize;
 
     fn picker(p: ProtocolType) -> Picker {
         let mut picker = Picker::halfblocks();
@@ -141,7 +140,6 @@ mod tests {
     /// sequence; the others are left for the terminal to paint.
     #[test]
     fn each_protocol_writes_its_escape_sequence() {
-        let _ = FontSize::new(10, 20);
         for (p, intro) in
             [(ProtocolType::Sixel, "\x1bP"), (ProtocolType::Kitty, "\x1b_G"), (ProtocolType::Iterm2, "\x1b]1337;File=")]
         {

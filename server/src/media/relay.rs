@@ -30,8 +30,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
-    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::runtime::{Runtime, TokioRuntime};
 
@@ -386,15 +386,8 @@ async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedRece
                 let Some(pc) = legs.get(idx(leg)) else {
                     continue;
                 };
-                if candidate.candidate.trim().is_empty() {
+                let Some(init) = one2one_media::rtc_setup::candidate_init(candidate) else {
                     continue;
-                }
-                let init = RTCIceCandidateInit {
-                    candidate: candidate.candidate,
-                    sdp_mid: candidate.sdp_mid,
-                    sdp_mline_index: candidate.sdp_mline_index,
-                    username_fragment: candidate.username_fragment,
-                    ..Default::default()
                 };
                 if let Err(e) = pc.pc.add_ice_candidate(init).await {
                     tracing::debug!(%call, ?leg, error = %e, "remote candidate refused");
