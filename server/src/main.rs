@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
@@ -133,7 +134,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         socket.listen(1024)
     })()
     .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let port = listener.local_addr()?.port();
     let (transport, scheme) = if args.http {
         (Transport::Http, "http")
     } else {
@@ -150,8 +150,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Transport::Tls(id.config), "https")
     };
     let server = one2one_server::start(listener, transport, config).await?;
+    let host = url_host(server.addr);
     eprintln!(
-        "one2one-server is up. Open {scheme}://localhost:{port}/ in two browser tabs (signaling: {}://localhost:{port}/one2one)",
+        "one2one-server is up. Open {scheme}://{host}/ in two browser tabs (signaling: {}://{host}/one2one)",
         if scheme == "https" { "wss" } else { "ws" }
     );
     tracing::info!(addr = %server.addr, "listening");
@@ -162,6 +163,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("shutdown took over 10 s; exiting anyway");
     }
     Ok(())
+}
+
+/// `host:port` for a URL to the listening address: `localhost` for a
+/// wildcard address (0.0.0.0, ::), the IP otherwise (IPv6 in brackets).
+fn url_host(addr: SocketAddr) -> String {
+    let port = addr.port();
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("localhost:{port}"),
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -7,12 +7,16 @@
 //! touches a socket, a task or the clock.
 //!
 //! Rules (each one a fix of the original tutorial where it had a bug):
-//! - a name is 1 to 64 characters without control characters, unique, and a
-//!   socket registers at most once (Q8);
+//! - a name is 1 to 64 characters, not only whitespace, without control
+//!   characters ([`shared_proto::validate_name`]), unique, and a socket
+//!   registers at most once (Q8);
 //! - every message but `register` needs a registration (Q1);
 //! - the caller is the sender's registered name, whatever `from` says (Q2);
 //! - a callee who is ringing or in a call is busy: the new caller is
 //!   rejected and the callee is never disturbed (Q7);
+//! - glare: a user whose phone is ringing who calls out (their client has not
+//!   seen the `incomingCall` yet) is answered busy, and the call ringing them
+//!   goes on untouched: the first call to reach the server wins;
 //! - only the two parties of a call can answer, stop or trickle into it;
 //! - client candidates are queued per leg until the media leg exists and
 //!   are never dropped (Q4);
@@ -122,7 +126,7 @@ impl Default for Config {
     }
 }
 
-pub const MAX_NAME_CHARS: usize = 64;
+pub use shared_proto::{MAX_NAME_CHARS, validate_name};
 
 #[derive(Debug, Default)]
 struct Conn {
@@ -320,7 +324,7 @@ impl Signaling {
 
     fn on_register(&mut self, conn: ConnId, name: String) {
         if let Some(current) = self.name_of(conn) {
-            let msg = format!("This connection is already registered as {current}");
+            let msg = text::already_registered(current);
             self.send(conn, ServerMsg::register_rejected(msg));
             return;
         }
@@ -329,7 +333,7 @@ impl Signaling {
             return;
         }
         if self.names.contains_key(&name) {
-            self.send(conn, ServerMsg::register_rejected(format!("User {name} is already registered")));
+            self.send(conn, ServerMsg::register_rejected(text::name_taken(&name)));
             return;
         }
         tracing::info!(conn, user = %name, "registered");
@@ -342,12 +346,25 @@ impl Signaling {
 
     fn on_call(&mut self, now: Instant, conn: ConnId, to: String, offer: String) {
         let caller_name = self.name_of(conn).unwrap_or_default().to_owned();
-        if self.conns.get(&conn).is_some_and(|c| c.call.is_some()) {
-            self.send(conn, ServerMsg::call_rejected("You are already in a call"));
+        if let Some(id) = self.conns.get(&conn).and_then(|c| c.call) {
+            // Glare: the sender is being rung and called out before its
+            // client saw the incomingCall. The call that reached us first
+            // wins; this one meets a busy line and the ringing call is left
+            // alone, so the sender can still accept it.
+            let ringing_me = self
+                .calls
+                .get(&id)
+                .is_some_and(|call| matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee));
+            if ringing_me {
+                tracing::info!(%id, caller = %caller_name, callee = %to, "call rejected: the caller is being rung (glare)");
+                self.send(conn, ServerMsg::call_rejected(text::BUSY));
+            } else {
+                self.send(conn, ServerMsg::call_rejected(text::ALREADY_IN_CALL));
+            }
             return;
         }
         if to == caller_name {
-            self.send(conn, ServerMsg::call_rejected("You cannot call yourself"));
+            self.send(conn, ServerMsg::call_rejected(text::SELF_CALL));
             return;
         }
         let Some(&callee) = self.names.get(&to) else {
@@ -632,18 +649,4 @@ impl Signaling {
             self.media(MediaCmd::Release { call: id });
         }
     }
-}
-
-/// Checks a user name: 1 to 64 characters, no control characters.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(text::EMPTY_NAME.to_owned());
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("user name is longer than {MAX_NAME_CHARS} characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("user name contains control characters".to_owned());
-    }
-    Ok(())
 }

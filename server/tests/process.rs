@@ -59,3 +59,51 @@ async fn sigterm_tells_users_and_exits_cleanly() {
     };
     assert_eq!(code, Some(0));
 }
+
+/// The start-up banner names the address the server really listens on, and
+/// a log that is not a terminal carries no colour codes.
+#[test]
+fn banner_names_the_real_address_and_piped_logs_have_no_ansi() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
+        .args(["--http", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { break };
+            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let mut lines: Vec<String> = Vec::new();
+    // The banner, then the first tracing line ("listening") after it.
+    while !lines.iter().any(|l| l.contains("one2one-server is up")) || !lines.iter().any(|l| l.contains("listening")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no banner and log line within {DEADLINE:?} ({e}); stderr so far: {lines:#?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let banner = lines.iter().find(|l| l.contains("one2one-server is up")).unwrap();
+    assert!(banner.contains(&format!("Open http://127.0.0.1:{port}/ ")), "{banner}");
+    assert!(banner.contains(&format!("ws://127.0.0.1:{port}/one2one")), "{banner}");
+    assert!(!banner.contains("localhost"), "{banner}");
+    let all = lines.join("\n");
+    assert!(!all.contains("\x1b["), "ANSI escapes in a piped log: {all:?}");
+}

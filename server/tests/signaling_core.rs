@@ -125,6 +125,25 @@ fn register_rules() {
 }
 
 #[test]
+fn whitespace_only_names_are_empty() {
+    let mut h = H::new();
+    h.connect(1);
+    for name in ["   ", " ", "\\u3000", "\\u00a0 \\u2003"] {
+        h.msg(1, &format!(r#"{{"id":"register","name":"{name}"}}"#));
+        assert_eq!(
+            h.take(1),
+            [r#"{"id":"registerResponse","response":"rejected ","message":"empty user name"}"#],
+            "name {name:?}"
+        );
+    }
+    assert_eq!(h.sig.registered_users(), 0);
+    assert_eq!(h.sig.name_of(1), None);
+    // The socket can still register a real name, spaces inside included.
+    h.msg(1, r#"{"id":"register","name":"alice smith"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"registerResponse","response":"accepted"}"#]);
+}
+
+#[test]
 fn everything_but_register_needs_registration() {
     let mut h = H::new();
     h.user(1, "alice");
@@ -235,6 +254,47 @@ fn ringing_callee_is_busy_too() {
     // A ringing caller is busy as well.
     h.msg(3, r#"{"id":"call","from":"carol","to":"alice","sdpOffer":"O"}"#);
     assert_eq!(h.take(3), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
+    h.nothing_sent();
+}
+
+#[test]
+fn glare_the_first_call_rings_and_the_second_caller_hears_busy() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.user(3, "carol");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
+    let ring_deadline = h.sig.poll_timeout();
+    // bob's client has not seen the incomingCall and calls alice.
+    h.msg(2, r#"{"id":"call","from":"bob","to":"alice","sdpOffer":"OB-call"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
+    // Nothing else changes: alice hears nothing, her call still rings with
+    // its deadline, no media was asked for.
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+    assert_eq!(h.sig.active_calls(), 1);
+    assert_eq!(h.sig.poll_timeout(), ring_deadline);
+    // The same for a call to anybody else while bob is rung.
+    h.msg(2, r#"{"id":"call","from":"bob","to":"carol","sdpOffer":"OB-call"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
+    h.nothing_sent();
+    // A ringing caller calling again has a call of its own.
+    h.msg(1, r#"{"id":"call","from":"alice","to":"carol","sdpOffer":"OA"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"You are already in a call"}"#]);
+    h.nothing_sent();
+    // bob can still accept alice's call, with alice's own offer.
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    let cmds = h.take_media();
+    let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
+    assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
+    let call = *call;
+    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
+    // In the call, a call out is refused as before.
+    h.msg(2, r#"{"id":"call","from":"bob","to":"carol","sdpOffer":"O"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"callResponse","response":"rejected","message":"You are already in a call"}"#]);
     h.nothing_sent();
 }
 

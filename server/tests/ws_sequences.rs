@@ -131,6 +131,29 @@ async fn busy_callee_is_not_disturbed() {
 }
 
 #[tokio::test]
+async fn glare_second_caller_hears_busy_and_can_still_accept() {
+    let server = start_server(default_config()).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let (_pa, offer_a) = real_offer().await;
+    let (_pb, offer_b) = real_offer().await;
+    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    // The incomingCall only tells the test that alice's call reached the
+    // server first; bob's client calls as if it had not seen it yet.
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&call_json("bob", "alice", &offer_b)).await;
+    bob.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#).await;
+    // alice's call is untouched: she hears nothing, and bob can accept it.
+    alice.expect_silence(SILENCE).await;
+    bob.send(&accept_json("alice", &offer_b)).await;
+    assert_answer(&bob.recv_signal().await, r#"{"id":"startCommunication","sdpAnswer":"v=0"#);
+    assert_answer(&alice.recv_signal().await, r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#);
+    bob.send(r#"{"id":"stop"}"#).await;
+    alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_user_and_self_call() {
     let server = start_server(default_config()).await;
     let mut alice = Ws::user(&server, "alice").await;

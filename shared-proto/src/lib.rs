@@ -216,8 +216,97 @@ pub mod text {
     pub const CANCELLED: &str = "caller cancelled";
     /// `stopCommunication.message` when the server shuts down.
     pub const SHUTDOWN: &str = "server shutting down";
-    /// `registerResponse.message` for an empty name (the original's words).
+    /// `registerResponse.message` for a name that is empty or only
+    /// whitespace (the original's words).
     pub const EMPTY_NAME: &str = "empty user name";
+    /// How `registerResponse.message` starts for a name over
+    /// [`MAX_NAME_CHARS`](crate::MAX_NAME_CHARS); see [`name_too_long`].
+    pub const NAME_TOO_LONG_PREFIX: &str = "user name is longer than ";
+    /// `registerResponse.message` for a name with control characters.
+    pub const NAME_CONTROL_CHARS: &str = "user name contains control characters";
+    /// How `registerResponse.message` starts when the connection already
+    /// has a name; see [`already_registered`].
+    pub const ALREADY_REGISTERED_PREFIX: &str = "This connection is already registered as ";
+    /// `callResponse.message` when the caller calls their own name.
+    pub const SELF_CALL: &str = "You cannot call yourself";
+    /// `callResponse.message` when the caller already has a call of their
+    /// own (ringing out, connecting or established).
+    pub const ALREADY_IN_CALL: &str = "You are already in a call";
+
+    /// `registerResponse.message` for a name someone else holds:
+    /// `"User <name> is already registered"` (the original's words).
+    pub fn name_taken(name: &str) -> String {
+        format!("{NAME_TAKEN_PREFIX}{name}{NAME_TAKEN_SUFFIX}")
+    }
+    pub(crate) const NAME_TAKEN_PREFIX: &str = "User ";
+    pub(crate) const NAME_TAKEN_SUFFIX: &str = " is already registered";
+
+    /// `registerResponse.message` for a name over `max_chars` characters:
+    /// `"user name is longer than <max_chars> characters"`.
+    pub fn name_too_long(max_chars: usize) -> String {
+        format!("{NAME_TOO_LONG_PREFIX}{max_chars} characters")
+    }
+
+    /// `registerResponse.message` for a second `register` on a connection
+    /// registered as `current`.
+    pub fn already_registered(current: &str) -> String {
+        format!("{ALREADY_REGISTERED_PREFIX}{current}")
+    }
+}
+
+/// The longest user name the server accepts, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Checks a user name the way the server does: not empty once whitespace is
+/// trimmed, at most [`MAX_NAME_CHARS`] characters, no control characters.
+/// The error is the `registerResponse.message` the server sends (one of the
+/// [`text`] refusals), for which [`register_refusal`] gives
+/// [`RegisterRefusal::NameInvalid`]. Never panics.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err(text::EMPTY_NAME.to_owned());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(text::name_too_long(MAX_NAME_CHARS));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(text::NAME_CONTROL_CHARS.to_owned());
+    }
+    Ok(())
+}
+
+/// Why a registration was refused, from `registerResponse.message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterRefusal {
+    /// Another connection holds the name ([`text::name_taken`]).
+    NameTaken,
+    /// The name is empty, too long or has control characters
+    /// ([`validate_name`]).
+    NameInvalid,
+    /// This connection already has a name ([`text::already_registered`]).
+    AlreadyRegistered,
+    /// Any other text (another server, a future refusal).
+    Other,
+}
+
+/// Classifies the `message` of a refused `registerResponse` by the exact
+/// texts the server sends (see [`text`]). Never panics.
+pub fn register_refusal(message: &str) -> RegisterRefusal {
+    if message.starts_with(text::ALREADY_REGISTERED_PREFIX) {
+        RegisterRefusal::AlreadyRegistered
+    } else if message == text::EMPTY_NAME
+        || message == text::NAME_CONTROL_CHARS
+        || message.strip_prefix(text::NAME_TOO_LONG_PREFIX).is_some_and(|rest| {
+            rest.strip_suffix(" characters").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    {
+        RegisterRefusal::NameInvalid
+    } else if message.strip_prefix(text::NAME_TAKEN_PREFIX).is_some_and(|rest| rest.ends_with(text::NAME_TAKEN_SUFFIX))
+    {
+        RegisterRefusal::NameTaken
+    } else {
+        RegisterRefusal::Other
+    }
 }
 
 impl ServerMsg {
