@@ -82,61 +82,225 @@ fn device_id(d: &Device) -> String {
         .unwrap_or_default()
 }
 
-/// Lists `(inputs, outputs)` as display lines: `id — description`, the
-/// defaults marked with `*`.
-pub fn list() -> (String, Vec<String>, Vec<String>) {
-    let host = cpal::default_host();
-    let def_in = host.default_input_device().map(|d| device_id(&d));
-    let def_out = host.default_output_device().map(|d| device_id(&d));
-    let (mut ins, mut outs) = (vec![], vec![]);
-    if let Ok(devs) = host.devices() {
-        for d in devs {
-            let id = device_id(&d);
-            let name = device_name(&d);
-            let label = if name.is_empty() || name == id { id.clone() } else { format!("{id} — {name}") };
-            if d.supports_input() {
-                let mark = if def_in.as_deref() == Some(&id) { "*" } else { " " };
-                ins.push(format!("{mark} {label}"));
-            }
-            if d.supports_output() {
-                let mark = if def_out.as_deref() == Some(&id) { "*" } else { " " };
-                outs.push(format!("{mark} {label}"));
-            }
-        }
-    }
-    (host.id().name().to_owned(), ins, outs)
+/// Keeps ALSA's own messages ("ALSA lib pcm.c:...: Unknown PCM ...") off
+/// the terminal. alsa-lib prints them to stderr from inside cpal calls
+/// (its handler is C-variadic, so it cannot be replaced from safe Rust):
+/// while any `QuietAlsa` lives, fd 2 points at a private, already unlinked
+/// file. When the last one goes, fd 2 is restored and what landed in the
+/// file meanwhile is sorted: ALSA's lines go to the log at debug level,
+/// anything else (other threads' messages) is written to stderr after all.
+/// Nothing written in that window is lost, only delayed.
+struct QuietAlsa;
+
+struct QuietState {
+    depth: usize,
+    /// The real stderr and the file that stands in for it.
+    redirected: Option<(std::os::fd::OwnedFd, std::fs::File)>,
 }
 
-/// Finds a device by exact id, else by a case-insensitive part of its id
-/// or description; `None` names the default.
+static QUIET: Mutex<QuietState> = Mutex::new(QuietState { depth: 0, redirected: None });
+
+impl QuietAlsa {
+    fn start() -> QuietAlsa {
+        use std::os::fd::AsFd as _;
+        use std::sync::atomic::AtomicU64;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let mut st = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+        st.depth += 1;
+        if st.depth == 1 {
+            let path = std::env::temp_dir().join(format!(
+                "one2one-stderr-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Relaxed)
+            ));
+            let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path);
+            let _ = std::fs::remove_file(&path);
+            // Without a file ALSA's lines stay visible: better than losing
+            // other messages.
+            if let Ok(file) = file
+                && let Ok(saved) = std::io::stderr().as_fd().try_clone_to_owned()
+                && rustix::stdio::dup2_stderr(&file).is_ok()
+            {
+                st.redirected = Some((saved, file));
+            }
+        }
+        QuietAlsa
+    }
+}
+
+impl Drop for QuietAlsa {
+    fn drop(&mut self) {
+        use std::io::{Read as _, Seek as _, Write as _};
+        let mut st = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+        st.depth = st.depth.saturating_sub(1);
+        if st.depth > 0 {
+            return;
+        }
+        let Some((saved, mut file)) = st.redirected.take() else { return };
+        let _ = rustix::stdio::dup2_stderr(&saved);
+        drop(st);
+        let mut bytes = vec![];
+        if file.rewind().is_ok() {
+            let _ = file.read_to_end(&mut bytes);
+        }
+        let mut others = String::new();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            if is_alsa_noise(line) {
+                tracing::debug!(target: "alsa", "{line}");
+            } else {
+                others.push_str(line);
+                others.push('\n');
+            }
+        }
+        if !others.is_empty() {
+            let _ = std::io::stderr().write_all(others.as_bytes());
+        }
+    }
+}
+
+/// ALSA's lines, and the blank lines some plugins add to theirs.
+fn is_alsa_noise(line: &str) -> bool {
+    line.starts_with("ALSA lib ") || line.trim().is_empty()
+}
+
+/// Whether a device is one a user picks: ALSA's `default`, the sound
+/// servers, and per-card devices (the card's default, its front, HDMI and
+/// S/PDIF outputs, each PCM with conversions). Not the bare plugins that
+/// ALSA's configuration defines whether or not they lead anywhere (null,
+/// the rate converters, jack, oss, upmix, vdownmix, dmix, dsnoop,
+/// surround*, usbstream, a52, speex, and plain `hw`, which `plughw` covers
+/// with conversions). Exact ids of all of them still work.
+fn pickable(id: &str) -> bool {
+    let (prefix, rest) = id.split_once(':').unwrap_or((id, ""));
+    match prefix {
+        "default" | "sysdefault" => rest.is_empty() || rest.contains("CARD="),
+        "pulse" | "pipewire" => rest.is_empty(),
+        "front" | "hdmi" | "iec958" | "plughw" => rest.contains("CARD="),
+        _ => false,
+    }
+}
+
+/// Devices that are only there when something serves them (no card, no
+/// sound server: they fail to open); they are listed only if they open.
+fn probed(id: &str) -> bool {
+    matches!(id, "default" | "pulse" | "pipewire")
+}
+
+/// Whether the device opens in that direction (and tells its formats).
+fn opens(d: &Device, input: bool) -> bool {
+    let n = if input {
+        d.supported_input_configs().map(|c| c.count())
+    } else {
+        d.supported_output_configs().map(|c| c.count())
+    };
+    n.is_ok_and(|n| n > 0)
+}
+
+/// One line of `one2one devices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// What `--audio mic:NAME` / `--speaker NAME` take.
+    pub id: String,
+    /// The description's first line, when it says more than the id.
+    pub description: Option<String>,
+    /// ALSA's `default`, when it opens.
+    pub default: bool,
+}
+
+impl std::fmt::Display for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.default { "* " } else { "  " })?;
+        match &self.description {
+            Some(d) => write!(f, "{} \u{2014} {d}", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
+/// The sound system. Unlike `cpal::default_host`, an ALSA configuration
+/// that does not load (a broken `~/.asoundrc`) is an error, not a panic.
+fn host() -> Result<Host, String> {
+    let id = cpal::available_hosts().into_iter().next().ok_or("no sound system")?;
+    cpal::host_from_id(id).map_err(|e| format!("no sound system: {e}"))
+}
+
+/// The devices a user can pick: `(host, microphones, speakers)`, `default`
+/// first and marked when it opens. ALSA's messages go to the log.
+pub fn list() -> Result<(String, Vec<Listed>, Vec<Listed>), String> {
+    let _quiet = QuietAlsa::start();
+    let host = host()?;
+    let mut devs: Vec<Device> = host.devices().map(|d| d.collect()).unwrap_or_default();
+    if !devs.iter().any(|d| device_id(d) == "default")
+        && let Some(d) = host.default_output_device()
+    {
+        devs.insert(0, d);
+    }
+    let (mut ins, mut outs) = (vec![], vec![]);
+    let mut seen = std::collections::HashSet::new();
+    for d in devs {
+        let id = device_id(&d);
+        if !pickable(&id) {
+            continue;
+        }
+        // cpal adds `plughw:CARD=0,DEV=0` next to ALSA's own
+        // `plughw:CARD=PCH,DEV=0` for the same PCM: same kind, same
+        // description.
+        let desc = d.description().ok().map(|x| x.extended().collect::<Vec<_>>().join("\n")).unwrap_or_default();
+        let kind = id.split(':').next().unwrap_or_default().to_owned();
+        if !desc.is_empty() && !seen.insert((kind, desc)) {
+            continue;
+        }
+        let name = device_name(&d);
+        let description = Some(name).filter(|n| !n.is_empty() && *n != id);
+        let (input, output) =
+            if probed(&id) { (opens(&d, true), opens(&d, false)) } else { (d.supports_input(), d.supports_output()) };
+        let default = id == "default";
+        let entry = Listed { id, description, default };
+        if input {
+            ins.push(entry.clone());
+        }
+        if output {
+            outs.push(entry);
+        }
+    }
+    // The default first.
+    ins.sort_by_key(|l| !l.default);
+    outs.sort_by_key(|l| !l.default);
+    Ok((host.id().name().to_owned(), ins, outs))
+}
+
+/// Finds a device: `None` or `default` is ALSA's default; else an exact id
+/// (any ALSA device, listed or not), else a case-insensitive part of the id
+/// or description of a device `one2one devices` lists.
 fn find(host: &Host, name: Option<&str>, input: bool) -> Result<Device, String> {
     let what = if input { "microphone" } else { "speaker" };
     let Some(want) = name.filter(|n| *n != "default") else {
         let d = if input { host.default_input_device() } else { host.default_output_device() };
         return d.ok_or_else(|| format!("no default {what} ({} host)", host.id().name()));
     };
-    let devs: Vec<Device> = host
-        .devices()
-        .map_err(|e| format!("cannot list audio devices: {e}"))?
-        .filter(|d| if input { d.supports_input() } else { d.supports_output() })
-        .collect();
+    let devs: Vec<Device> = host.devices().map_err(|e| format!("cannot list audio devices: {e}"))?.collect();
     if let Some(d) = devs.iter().find(|d| device_id(d) == want) {
         return Ok(d.clone());
     }
     let lower = want.to_lowercase();
     devs.iter()
+        .filter(|d| pickable(&device_id(d)) && if input { d.supports_input() } else { d.supports_output() })
         .find(|d| device_id(d).to_lowercase().contains(&lower) || device_name(d).to_lowercase().contains(&lower))
         .cloned()
-        .ok_or_else(|| format!("no {what} matches {want:?} (see `one2one devices`)"))
+        .ok_or_else(|| format!("no {what} matches {want:?}"))
 }
 
 /// A 48 kHz-or-closest config: mono or the fewest channels, a sample format
 /// we convert.
 fn pick_config(dev: &Device, input: bool) -> Result<(StreamConfig, SampleFormat), String> {
-    let ranges: Vec<_> = if input {
-        dev.supported_input_configs().map(|i| i.collect()).unwrap_or_default()
+    let ranges: Result<Vec<_>, _> = if input {
+        dev.supported_input_configs().map(|i| i.collect())
     } else {
-        dev.supported_output_configs().map(|i| i.collect()).unwrap_or_default()
+        dev.supported_output_configs().map(|i| i.collect())
+    };
+    let (ranges, open_error) = match ranges {
+        Ok(r) => (r, None),
+        Err(e) => (vec![], Some(e)),
     };
     let usable = |f: SampleFormat| matches!(f, SampleFormat::I16 | SampleFormat::F32 | SampleFormat::I32);
     let mut best: Option<(u32, StreamConfig, SampleFormat)> = None;
@@ -160,7 +324,15 @@ fn pick_config(dev: &Device, input: bool) -> Result<(StreamConfig, SampleFormat)
         return Ok((c, f));
     }
     let def = if input { dev.default_input_config() } else { dev.default_output_config() };
-    let def = def.map_err(|e| format!("no usable audio format: {e}"))?;
+    let def = def.map_err(|e| match open_error {
+        Some(open) => format!(
+            "{} `{}` cannot be opened ({})",
+            if input { "microphone" } else { "speaker" },
+            device_id(dev),
+            open.to_string().trim_end_matches('.')
+        ),
+        None => format!("no usable audio format: {e}"),
+    })?;
     if !usable(def.sample_format()) {
         return Err(format!("unsupported sample format {}", def.sample_format()));
     }
@@ -234,20 +406,25 @@ fn spawn_stream(
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let quiet = QuietAlsa::start();
             let stream = match build() {
                 Ok(s) => s,
                 Err(e) => {
+                    drop(quiet);
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
             if let Err(e) = stream.play() {
+                drop((stream, quiet));
                 let _ = ready_tx.send(Err(format!("cannot start: {e}")));
                 return;
             }
+            drop(quiet);
             let _ = ready_tx.send(Ok(()));
             // Runs until the owner drops its sender.
             let _ = stop_rx.recv();
+            let _quiet = QuietAlsa::start();
             drop(stream);
         })
         .map_err(|e| format!("audio thread: {e}"))?;
@@ -280,12 +457,14 @@ pub struct Mic {
 impl Mic {
     pub fn open(name: Option<&str>, aec: Option<SharedAec>) -> Result<Mic, DeviceError> {
         let fail = |m: String| DeviceError {
-            message: format!("{m}; use --audio tone[:HZ] or --audio FILE.wav instead"),
+            message: format!("{m}; see `one2one devices`, or use --audio tone[:HZ] or --audio FILE.wav instead"),
             code: exit::NO_DEVICE,
         };
-        let host = cpal::default_host();
+        let quiet = QuietAlsa::start();
+        let host = host().map_err(fail)?;
         let dev = find(&host, name, true).map_err(fail)?;
         let (config, format) = pick_config(&dev, true).map_err(fail)?;
+        drop(quiet);
         let description = format!("{} ({} Hz, {} ch)", device_id(&dev), config.sample_rate, config.channels);
         let (mut prod, cons) = HeapRb::<i16>::new(MIC_MAX).split();
         let lost = Arc::new(AtomicBool::new(false));
@@ -384,9 +563,11 @@ pub struct Speaker {
 
 impl Speaker {
     pub fn open(name: Option<&str>, aec: Option<SharedAec>) -> Result<Speaker, String> {
-        let host = cpal::default_host();
+        let quiet = QuietAlsa::start();
+        let host = host()?;
         let dev = find(&host, name, false)?;
         let (config, format) = pick_config(&dev, false)?;
+        drop(quiet);
         let description = format!("{} ({} Hz, {} ch)", device_id(&dev), config.sample_rate, config.channels);
         let (prod, mut cons) = HeapRb::<i16>::new(SPEAKER_MAX).split();
         let lost = Arc::new(AtomicBool::new(false));
@@ -512,6 +693,67 @@ mod tests {
             let f = dominant_frequency(&pcm, to).expect("a tone");
             assert!((f - 440.0).abs() < 440.0 * 0.02, "{from}->{to}: {f} Hz");
         }
+    }
+
+    #[test]
+    fn only_devices_a_user_picks_are_listed() {
+        for id in [
+            "default",
+            "pulse",
+            "pipewire",
+            "sysdefault:CARD=PCH",
+            "default:CARD=Headset",
+            "front:CARD=PCH,DEV=0",
+            "hdmi:CARD=HDMI,DEV=3",
+            "iec958:CARD=PCH,DEV=0",
+            "plughw:CARD=PCH,DEV=0",
+            "plughw:CARD=0,DEV=0",
+        ] {
+            assert!(pickable(id), "{id} should be listed");
+        }
+        for id in [
+            "",
+            "null",
+            "lavrate",
+            "samplerate",
+            "speexrate",
+            "jack",
+            "oss",
+            "upmix",
+            "vdownmix",
+            "dmix",
+            "dsnoop",
+            "a52",
+            "speex",
+            "surround51",
+            "surround40:CARD=PCH,DEV=0",
+            "dmix:CARD=PCH,DEV=0",
+            "dsnoop:CARD=PCH,DEV=0",
+            "usbstream:CARD=PCH",
+            "hw:CARD=PCH,DEV=0",
+            "front",
+            "plughw",
+            "pulse:foo",
+            ":",
+            "\u{e9}:CARD=\u{e9}",
+        ] {
+            assert!(!pickable(id), "{id} should not be listed");
+        }
+    }
+
+    #[test]
+    fn listed_lines_mark_the_default() {
+        let d = Listed { id: "default".into(), description: Some("Default ALSA Output".into()), default: true };
+        assert_eq!(d.to_string(), "* default \u{2014} Default ALSA Output");
+        let p = Listed { id: "pulse".into(), description: None, default: false };
+        assert_eq!(p.to_string(), "  pulse");
+    }
+
+    #[test]
+    fn alsa_lines_are_told_apart() {
+        assert!(is_alsa_noise("ALSA lib pcm.c:2722:(snd_pcm_open_noupdate) Unknown PCM default"));
+        assert!(!is_alsa_noise("one2one: warning: --insecure"));
+        assert!(is_alsa_noise(""));
     }
 
     #[test]

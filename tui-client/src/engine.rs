@@ -19,7 +19,7 @@ use crate::media_io::{
     AudioReceiver, AudioSource, AudioSpec, Counters, Recorder, VideoSource, VideoSpec, run_audio_sender,
     start_video_receiver, start_video_sender,
 };
-use crate::model::{Event, Input, Model, Output, exit};
+use crate::model::{EndReason, Event, Input, Model, Output, Problem, exit};
 use crate::net;
 use crate::taps::Taps;
 
@@ -45,6 +45,8 @@ pub struct Options {
     pub record_remote: Option<PathBuf>,
     pub auto_answer: Option<bool>,
     pub hangup_after: Option<Duration>,
+    /// How long connecting to the server (TCP, TLS, WebSocket) may take.
+    pub connect_timeout: Duration,
     /// Shared with the front end: pictures, level, mute, camera.
     pub taps: Arc<Taps>,
 }
@@ -81,7 +83,36 @@ pub enum Command {
     Hangup,
     Mute(bool),
     Camera(bool),
+    /// A front end could not make sense of a request: reported as an error.
+    Refuse(Problem, String),
     Quit,
+}
+
+/// How a session ended: the exit code, and the line to leave on the
+/// terminal (the reason, from this user's point of view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: i32,
+    pub farewell: Option<String>,
+}
+
+/// Resolves when the front end asks to quit (or is gone); other commands
+/// that arrive while connecting are answered later by nobody, so they are
+/// dropped.
+async fn quit_requested(commands: &mut mpsc::UnboundedReceiver<Command>) {
+    while let Some(c) = commands.recv().await {
+        if c == Command::Quit {
+            return;
+        }
+    }
+}
+
+fn connect_reason(e: net::ConnectError) -> EndReason {
+    match e {
+        net::ConnectError::Tls(m) => EndReason::TlsRefused(m),
+        net::ConnectError::Config(m) => EndReason::BadConfig(m),
+        net::ConnectError::Unreachable(m) => EndReason::ServerUnreachable(m),
+    }
 }
 
 /// One call's media.
@@ -89,7 +120,7 @@ struct Session {
     peer: Arc<Peer>,
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
-    video_tx: Option<std::sync::mpsc::Sender<(bytes::Bytes, Instant)>>,
+    video_tx: Option<std::sync::mpsc::Sender<crate::media_io::EncodedFrame>>,
     audio_rx: Option<AudioReceiver>,
     recorder: Option<Arc<Mutex<Recorder>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -134,6 +165,8 @@ pub struct Engine {
     peer_rx: mpsc::UnboundedReceiver<PeerEvent>,
     call_started_at: Option<tokio::time::Instant>,
     exit: Option<i32>,
+    /// The line a person reads when the session ends.
+    farewell: Option<String>,
 }
 
 impl Engine {
@@ -149,29 +182,54 @@ impl Engine {
             peer_rx,
             call_started_at: None,
             exit: None,
+            farewell: None,
         }
     }
 
-    /// Checks sources before going online, so that a missing device fails
-    /// fast with its own message.
+    /// Checks sources and the speaker before going online, so that a
+    /// missing device fails fast with its own message. A named speaker that
+    /// cannot be found or opened is as fatal as a missing microphone; the
+    /// default one only warns (a box without sound still takes calls, as it
+    /// does when the speaker fails mid-call).
     pub fn check_devices(&self) -> Result<(), crate::media_io::DeviceError> {
         VideoSource::open(&self.opts.video, self.opts.video_size, self.opts.fps)?;
         AudioSource::open(&self.opts.audio, None)?;
+        if let Some(name) = &self.opts.speaker
+            && let Err(e) = Speaker::open(Some(name), None)
+        {
+            if name == "default" {
+                eprintln!(
+                    "one2one: warning: {e}; calls go on without sound (pick one from `one2one devices`, or --speaker none)"
+                );
+            } else {
+                return Err(crate::media_io::DeviceError {
+                    message: format!(
+                        "--speaker {name}: {e}; see `one2one devices` for the speakers there are, or use --speaker none for calls without sound"
+                    ),
+                    code: exit::NO_DEVICE,
+                });
+            }
+        }
         Ok(())
     }
 
-    /// Runs until the session ends; returns the exit code.
-    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> i32 {
-        let mut ws = match net::connect(&self.opts.server, self.opts.ca_cert.as_deref(), self.opts.insecure).await {
-            Ok(ws) => ws,
-            Err(e) => {
-                let code = match e {
-                    net::ConnectError::Tls(_) => exit::TLS_REFUSED,
-                    net::ConnectError::Config(_) => exit::USAGE,
-                    net::ConnectError::Unreachable(_) => exit::SERVER_UNREACHABLE,
-                };
-                self.report(Event::Error(e.to_string()));
-                return code;
+    /// Connects, registers and runs until the session ends. Commands (a
+    /// quit above all) are honoured at every moment, connecting included.
+    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Outcome {
+        let connect = net::connect(&self.opts.server, self.opts.ca_cert.as_deref(), self.opts.insecure);
+        let limit = self.opts.connect_timeout;
+        let connected = tokio::select! {
+            r = tokio::time::timeout(limit, connect) => r,
+            () = quit_requested(&mut commands) => return Outcome { code: exit::OK, farewell: None },
+        };
+        let mut ws = match connected {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return self.fail(connect_reason(e)),
+            Err(_) => {
+                return self.fail(EndReason::ServerUnreachable(format!(
+                    "no answer within {} s (--connect-timeout)",
+                    limit.as_secs_f64()
+                )));
             }
         };
         self.step(&mut ws, Input::Connected).await;
@@ -192,7 +250,7 @@ impl Engine {
                         self.step(&mut ws, Input::Disconnected(why)).await;
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => self.step(&mut ws, Input::Disconnected(e.to_string())).await,
+                    Some(Err(e)) => self.step(&mut ws, Input::Disconnected(net::describe_lost(&e))).await,
                     None => self.step(&mut ws, Input::Disconnected("the server closed the connection".into())).await,
                 },
                 ev = self.peer_rx.recv() => {
@@ -206,9 +264,15 @@ impl Engine {
                     Some(Command::Reject) => self.step(&mut ws, Input::Reject).await,
                     Some(Command::Hangup) => self.step(&mut ws, Input::Hangup).await,
                     Some(Command::Mute(on)) => self.opts.taps.muted.store(on, Relaxed),
-                    Some(Command::Camera(on)) => self.opts.taps.camera_off.store(!on, Relaxed),
+                    Some(Command::Camera(on)) => {
+                        let was_off = self.opts.taps.camera_off.swap(!on, Relaxed);
+                        if on && was_off && let Some(s) = &self.session {
+                            s.keyframe.store(true, Relaxed);
+                        }
+                    }
+                    Some(Command::Refuse(problem, message)) => self.report(Event::Error { problem, message }),
                     Some(Command::Quit) | None => {
-                        self.step(&mut ws, Input::Hangup).await;
+                        self.step(&mut ws, Input::Leave).await;
                         self.exit = Some(exit::OK);
                     }
                 },
@@ -218,13 +282,13 @@ impl Engine {
                 }
                 _ = stats_tick.tick() => {
                     let taps = &self.opts.taps;
-                    for (lost, what) in [
-                        (&taps.camera_lost, "camera lost: the call goes on without video"),
-                        (&taps.mic_lost, "microphone lost: the call goes on without your audio"),
-                        (&taps.speaker_lost, "speaker lost: the call goes on without sound"),
+                    for (lost, problem, what) in [
+                        (&taps.camera_lost, Problem::CameraLost, "camera lost: the call goes on without video"),
+                        (&taps.mic_lost, Problem::MicrophoneLost, "microphone lost: the call goes on without your audio"),
+                        (&taps.speaker_lost, Problem::SpeakerLost, "speaker lost: the call goes on without sound"),
                     ] {
                         if lost.swap(false, Relaxed) {
-                            self.report(Event::Error(what.into()));
+                            self.report(Event::Error { problem, message: what.into() });
                         }
                     }
                     if self.session.as_ref().is_some_and(|s| s.started) {
@@ -238,7 +302,13 @@ impl Engine {
             s.close().await;
         }
         let _ = ws.close(None).await;
-        self.exit.unwrap_or(exit::OK)
+        Outcome { code: self.exit.unwrap_or(exit::OK), farewell: self.farewell.take() }
+    }
+
+    /// The session ends before it began.
+    fn fail(self, reason: EndReason) -> Outcome {
+        self.report(Event::Fatal(reason.clone()));
+        Outcome { code: reason.exit_code(), farewell: Some(reason.describe("")) }
     }
 
     fn report(&self, e: Event) {
@@ -303,17 +373,21 @@ impl Engine {
                 self.call_started_at = Some(tokio::time::Instant::now());
                 None
             }
-            Event::CallEnded { reason, .. } => {
+            Event::CallEnded { peer, reason } => {
                 if self.opts.call.is_some() {
                     self.exit = Some(reason.exit_code());
+                    self.farewell = Some(reason.describe(peer));
                 }
                 None
             }
             Event::Fatal(reason) => {
-                self.exit = Some(reason.exit_code());
+                if self.exit.is_none() {
+                    self.exit = Some(reason.exit_code());
+                    self.farewell = Some(reason.describe(""));
+                }
                 None
             }
-            Event::Error(_) => None,
+            Event::Calling { .. } | Event::Ringing { .. } | Event::MissedCall { .. } | Event::Error { .. } => None,
         }
     }
 
@@ -327,7 +401,14 @@ impl Engine {
         };
         let peer = Arc::new(Peer::new(&opts, self.peer_tx.clone()).await.map_err(|e| e.to_string())?);
         let offer = peer.create_offer().await.map_err(|e| e.to_string())?;
-        let recorder = self.opts.record_remote.as_deref().map(|p| Arc::new(Mutex::new(Recorder::new(p))));
+        let recorder = match self.opts.record_remote.as_deref().map(Recorder::create) {
+            Some(Ok(r)) => Some(Arc::new(Mutex::new(r))),
+            Some(Err(e)) => {
+                self.report(Event::Error { problem: Problem::Device, message: e });
+                None
+            }
+            None => None,
+        };
         self.counters = Arc::new(Counters::default());
         self.session = Some(Session {
             peer,
@@ -414,8 +495,8 @@ impl Engine {
             self.opts.taps.clone(),
         ));
         s.video_tx = Some(tx);
-        for p in problems {
-            let _ = self.reports.send(Report::Event(Event::Error(p)));
+        for message in problems {
+            let _ = self.reports.send(Report::Event(Event::Error { problem: Problem::Device, message }));
         }
         let peer = s.peer.clone();
         s.tasks.push(tokio::spawn(async move {
@@ -442,9 +523,9 @@ impl Engine {
             }
             PeerEvent::State(PeerState::Failed) => self.step(ws, Input::MediaFailed("ICE failed".into())).await,
             PeerEvent::State(_) => {}
-            PeerEvent::Video { data, arrived, .. } => {
+            PeerEvent::Video { data, rtp_timestamp, .. } => {
                 if let Some(tx) = self.session.as_ref().and_then(|s| s.video_tx.as_ref()) {
-                    let _ = tx.send((data, arrived));
+                    let _ = tx.send(crate::media_io::EncodedFrame { data, rtp_timestamp });
                 }
             }
             PeerEvent::Audio { data, seq, .. } => {

@@ -40,6 +40,27 @@ impl FromStr for RenderChoice {
     }
 }
 
+fn name(p: ProtocolType) -> &'static str {
+    match p {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
+}
+
+/// The terminal multiplexer we run in, if any (`$TMUX` set, or a `TERM`
+/// of screen or tmux).
+fn multiplexer(in_tmux: bool, term: &str) -> Option<&'static str> {
+    if in_tmux || term.starts_with("tmux") {
+        Some("tmux")
+    } else if term.starts_with("screen") {
+        Some("screen")
+    } else {
+        None
+    }
+}
+
 /// A graphics protocol and the last picture encoded for it.
 pub struct Graphics {
     picker: Picker,
@@ -47,31 +68,38 @@ pub struct Graphics {
 }
 
 impl Graphics {
-    /// Picks the renderer: `None` means half-blocks. `Auto` asks the
-    /// terminal (call it after entering the alternate screen and before
-    /// reading keys).
-    pub fn detect(choice: RenderChoice) -> Option<Graphics> {
+    /// Picks the renderer: `None` means half-blocks, with a note for the
+    /// person when a protocol they asked for cannot be shown here. `Auto`
+    /// asks the terminal (call it before the TUI reads keys).
+    pub fn detect(choice: RenderChoice) -> (Option<Graphics>, Option<String>) {
         let protocol = match choice {
-            RenderChoice::Halfblocks => return None,
+            RenderChoice::Halfblocks => return (None, None),
             RenderChoice::Kitty => Some(ProtocolType::Kitty),
             RenderChoice::Sixel => Some(ProtocolType::Sixel),
             RenderChoice::Iterm2 => Some(ProtocolType::Iterm2),
             RenderChoice::Auto => None,
         };
+        let term = std::env::var("TERM").unwrap_or_default();
+        if let (Some(p), Some(host)) = (protocol, multiplexer(std::env::var_os("TMUX").is_some(), &term)) {
+            // tmux and screen neither pass these pictures through nor
+            // answer for them: the screen garbles or stays blank.
+            let note = format!("{} graphics do not pass through {host}: video drawn with half-blocks", name(p));
+            return (None, Some(note));
+        }
         // Multiplexers and consoles are not asked: a query that tmux leaves
         // unanswered also leaves a reader behind that eats the first key.
-        let term = std::env::var("TERM").unwrap_or_default();
-        let askable = std::env::var_os("TMUX").is_none()
+        let askable = multiplexer(std::env::var_os("TMUX").is_some(), &term).is_none()
             && !term.is_empty()
-            && !["screen", "tmux", "linux", "dumb"].iter().any(|t| term.starts_with(t));
+            && !["linux", "dumb"].iter().any(|t| term.starts_with(t));
         let asked = if askable { Picker::from_query_stdio().ok() } else { None };
         match (protocol, asked) {
-            (None, asked) => Graphics::with_picker(asked?),
+            (None, None) => (None, None),
+            (None, Some(asked)) => (Graphics::with_picker(asked), None),
             // Forced: the terminal may still have told us its cell size.
             (Some(p), asked) => {
                 let mut picker = asked.unwrap_or_else(Picker::halfblocks);
                 picker.set_protocol_type(p);
-                Graphics::with_picker(picker)
+                (Graphics::with_picker(picker), None)
             }
         }
     }
@@ -83,12 +111,7 @@ impl Graphics {
     }
 
     pub fn protocol_name(&self) -> &'static str {
-        match self.picker.protocol_type() {
-            ProtocolType::Halfblocks => "halfblocks",
-            ProtocolType::Sixel => "sixel",
-            ProtocolType::Kitty => "kitty",
-            ProtocolType::Iterm2 => "iterm2",
-        }
+        name(self.picker.protocol_type())
     }
 
     /// Draws `frame` (picture number `generation`) scaled into `area`,
@@ -159,7 +182,10 @@ mod tests {
     #[test]
     fn halfblocks_mean_our_renderer() {
         assert!(Graphics::with_picker(Picker::halfblocks()).is_none());
-        assert!(Graphics::detect(RenderChoice::Halfblocks).is_none());
+        assert!(Graphics::detect(RenderChoice::Halfblocks).0.is_none());
+        assert_eq!(multiplexer(true, "xterm-256color"), Some("tmux"));
+        assert_eq!(multiplexer(false, "screen-256color"), Some("screen"));
+        assert_eq!(multiplexer(false, "xterm-kitty"), None);
         assert_eq!("sixel".parse(), Ok(RenderChoice::Sixel));
         assert!("png".parse::<RenderChoice>().is_err());
     }

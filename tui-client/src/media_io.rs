@@ -319,20 +319,26 @@ pub fn start_video_sender(
                     }
                     break;
                 };
-                let force = keyframe.swap(false, Relaxed);
-                let frame = if taps.camera_off.load(Relaxed) { &black } else { &frame };
-                taps.put_local(frame);
-                match enc.encode(frame, force) {
-                    Ok(out) => {
-                        for f in out {
-                            counters.bytes_out.fetch_add(f.data.len() as u64, Relaxed);
-                            counters.frames_sent.fetch_add(1, Relaxed);
-                            let peer = peer.clone();
-                            let data = Bytes::from(f.data);
-                            rt.spawn(async move { peer.send_video(data, frame_time).await });
+                // Camera off: nothing is encoded or sent (the peer sees the
+                // video stop); turning it on again asks for a key frame.
+                let off = taps.camera_off.load(Relaxed);
+                if off {
+                    taps.put_local(&black);
+                } else {
+                    let force = keyframe.swap(false, Relaxed);
+                    taps.put_local(&frame);
+                    match enc.encode(&frame, force) {
+                        Ok(out) => {
+                            for f in out {
+                                counters.bytes_out.fetch_add(f.data.len() as u64, Relaxed);
+                                counters.frames_sent.fetch_add(1, Relaxed);
+                                let peer = peer.clone();
+                                let data = Bytes::from(f.data);
+                                rt.spawn(async move { peer.send_video(data, frame_time).await });
+                            }
                         }
+                        Err(e) => tracing::warn!(error = %e, "encoding failed"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "encoding failed"),
                 }
                 next += frame_time;
                 let now = Instant::now();
@@ -376,16 +382,47 @@ pub async fn run_audio_sender(mut source: AudioSource, peer: Arc<Peer>, counters
 }
 
 /// Recording of what arrives (`--record-remote PATH`): PATH.y4m and PATH.wav.
+///
+/// The y4m file declares [`RECORD_FPS`]; frames are placed on that grid by
+/// their RTP timestamps, repeated to fill gaps and dropped when two land
+/// in one slot, so the video lasts as long as it did on the wire (and as
+/// the wav) whatever rate the peer sent.
 pub struct Recorder {
     base: PathBuf,
     video: Option<Y4mWriter<BufWriter<File>>>,
     video_size: (u32, u32),
+    /// RTP timestamp of slot 0 (90 kHz), and the slots written so far.
+    video_origin: Option<u32>,
+    video_slots: u64,
+    last_frame: Option<I420Frame>,
     audio: Option<WavWriter<BufWriter<File>>>,
 }
 
+pub const RECORD_FPS: u32 = 30;
+/// RTP ticks (90 kHz) per recorded frame.
+const TICKS_PER_SLOT: u64 = 90_000 / RECORD_FPS as u64;
+/// A longer gap (a stall, a paused camera) is filled with at most this
+/// many repeats, so a recording never balloons.
+const MAX_FILL: u64 = RECORD_FPS as u64 * 10;
+
 impl Recorder {
-    pub fn new(base: &Path) -> Recorder {
-        Recorder { base: base.to_owned(), video: None, video_size: (0, 0), audio: None }
+    /// Checks that both files can be written (creating them), so that a
+    /// bad path fails before the call rather than silently during it.
+    pub fn create(base: &Path) -> Result<Recorder, String> {
+        let r = Recorder {
+            base: base.to_owned(),
+            video: None,
+            video_size: (0, 0),
+            video_origin: None,
+            video_slots: 0,
+            last_frame: None,
+            audio: None,
+        };
+        for ext in [".y4m", ".wav"] {
+            let p = r.path(ext);
+            File::create(&p).map_err(|e| format!("--record-remote: cannot write {}: {e}", p.display()))?;
+        }
+        Ok(r)
     }
 
     fn path(&self, ext: &str) -> PathBuf {
@@ -394,17 +431,38 @@ impl Recorder {
         PathBuf::from(p)
     }
 
-    /// Writes a frame; a new size starts the file again (the last size wins).
-    pub fn video(&mut self, f: &I420Frame) {
+    /// Writes a frame sent at `rtp_timestamp`; a new size starts the file
+    /// again (the last size wins).
+    pub fn video(&mut self, f: &I420Frame, rtp_timestamp: u32) {
         if self.video.is_none() || self.video_size != (f.width, f.height) {
             self.video = File::create(self.path(".y4m"))
                 .ok()
-                .and_then(|file| Y4mWriter::new(BufWriter::new(file), f.width, f.height, 30).ok());
+                .and_then(|file| Y4mWriter::new(BufWriter::new(file), f.width, f.height, RECORD_FPS).ok());
             self.video_size = (f.width, f.height);
+            self.video_origin = None;
+            self.video_slots = 0;
+            self.last_frame = None;
         }
-        if let Some(w) = self.video.as_mut() {
-            let _ = w.write_frame(f);
+        let origin = *self.video_origin.get_or_insert(rtp_timestamp);
+        // Timestamps wrap; a frame from before the origin is too late.
+        let ticks = rtp_timestamp.wrapping_sub(origin);
+        if ticks > u32::MAX / 2 {
+            return;
         }
+        let slot = (u64::from(ticks) + TICKS_PER_SLOT / 2) / TICKS_PER_SLOT;
+        let Some(w) = self.video.as_mut() else { return };
+        if slot < self.video_slots {
+            return; // this slot is taken: drop
+        }
+        if let Some(prev) = &self.last_frame {
+            let gap = slot - self.video_slots;
+            for _ in 0..gap.min(MAX_FILL) {
+                let _ = w.write_frame(prev);
+            }
+        }
+        let _ = w.write_frame(f);
+        self.video_slots = slot + 1;
+        self.last_frame = Some(f.clone());
     }
 
     pub fn audio(&mut self, pcm: &[i16]) {
@@ -428,10 +486,16 @@ impl Recorder {
     }
 }
 
+/// One received VP8 frame, as the peer assembled it.
+pub struct EncodedFrame {
+    pub data: Bytes,
+    pub rtp_timestamp: u32,
+}
+
 /// Decodes received VP8 on its own thread; measures glass-to-glass latency
 /// when the remote sends the test pattern.
 pub fn start_video_receiver(
-    rx: std::sync::mpsc::Receiver<(Bytes, Instant)>,
+    rx: std::sync::mpsc::Receiver<EncodedFrame>,
     recorder: Option<Arc<Mutex<Recorder>>>,
     counters: Arc<Counters>,
     keyframe_needed: Arc<AtomicBool>,
@@ -441,7 +505,7 @@ pub fn start_video_receiver(
         let Ok(mut dec) = vp8::Decoder::new() else {
             return;
         };
-        while let Ok((data, _arrived)) = rx.recv() {
+        while let Ok(EncodedFrame { data, rtp_timestamp, .. }) = rx.recv() {
             counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
             match dec.decode(&data) {
                 Ok(frames) => {
@@ -460,7 +524,7 @@ pub fn start_video_receiver(
                         if let Some(r) = &recorder
                             && let Ok(mut r) = r.lock()
                         {
-                            r.video(&f);
+                            r.video(&f, rtp_timestamp);
                         }
                     }
                 }

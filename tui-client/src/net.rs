@@ -36,6 +36,7 @@ impl std::fmt::Display for ConnectError {
 }
 
 pub async fn connect(url: &str, ca_cert: Option<&Path>, insecure: bool) -> Result<Ws, ConnectError> {
+    check_url(url)?;
     let connector = if url.starts_with("wss://") {
         Some(Connector::Rustls(Arc::new(tls_config(ca_cert, insecure)?)))
     } else {
@@ -47,13 +48,55 @@ pub async fn connect(url: &str, ca_cert: Option<&Path>, insecure: bool) -> Resul
     }
 }
 
+/// `ws://HOST[:PORT]/...` or `wss://...`, with a host.
+fn check_url(url: &str) -> Result<(), ConnectError> {
+    let bad =
+        |why: &str| ConnectError::Config(format!("bad --server URL {url:?}: {why} (e.g. wss://HOST:8443/one2one)"));
+    let rest =
+        url.strip_prefix("wss://").or_else(|| url.strip_prefix("ws://")).ok_or_else(|| bad("not ws:// or wss://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(bad("no host"));
+    }
+    Ok(())
+}
+
+/// A lost connection in words: no library's documentation links, no
+/// internals (rustls appends a URL to "peer closed connection without
+/// sending TLS close_notify").
+pub fn describe_lost(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as E;
+    let text = match e {
+        E::ConnectionClosed | E::AlreadyClosed => return "the server closed the connection".into(),
+        E::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof || io.to_string().contains("close_notify") => {
+            return "the connection to the server was cut".into();
+        }
+        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
+            return "the server reset the connection".into();
+        }
+        E::Protocol(_) => return "the connection to the server was cut".into(),
+        other => other.to_string(),
+    };
+    plain(&text)
+}
+
+/// Cuts a library's message at its first URL.
+fn plain(text: &str) -> String {
+    match text.find("http") {
+        Some(i) if text[i..].starts_with("https://") || text[i..].starts_with("http://") => {
+            text[..i].trim_end_matches([' ', ':', ';', ',']).to_owned()
+        }
+        _ => text.to_owned(),
+    }
+}
+
 fn classify(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
     use tokio_tungstenite::tungstenite::Error as E;
     match e {
-        E::Tls(t) => ConnectError::Tls(t.to_string()),
+        E::Tls(t) => ConnectError::Tls(plain(&t.to_string())),
         E::Io(io) => {
             // rustls reports handshake failures as IO errors wrapping its own.
-            let text = io.to_string();
+            let text = plain(&io.to_string());
             if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) || text.contains("certificate") {
                 ConnectError::Tls(text)
             } else {
@@ -62,7 +105,7 @@ fn classify(e: tokio_tungstenite::tungstenite::Error) -> ConnectError {
         }
         E::Url(u) => ConnectError::Config(format!("bad --server URL: {u}")),
         E::Http(r) => ConnectError::Unreachable(format!("the server answered HTTP {}", r.status())),
-        other => ConnectError::Unreachable(other.to_string()),
+        other => ConnectError::Unreachable(plain(&other.to_string())),
     }
 }
 

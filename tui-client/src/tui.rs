@@ -1,7 +1,9 @@
 //! The terminal: owns it (raw mode, alternate screen, restored on exit, on
-//! panic and on SIGTERM), reads keys on a thread, and redraws from the app
-//! model at most 20 times a second. Drawing never waits on media: frames
-//! are taken from the taps as they are at that moment.
+//! panic and when the engine ends, e.g. on SIGTERM), reads keys on a
+//! thread, and redraws from the app model at most 20 times a second. It
+//! runs on a thread of its own, so drawing never holds up the call, and it
+//! never waits on media: frames are taken from the taps as they are at
+//! that moment.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -37,10 +39,15 @@ pub async fn run(
     // would be garbage, so it goes to a log file while the TUI runs.
     let stderr_log = StderrToFile::start();
     // Asks the terminal about graphics before the TUI takes it over.
-    let mut gfx = tokio::task::block_in_place(|| Graphics::detect(render));
+    // (This thread is the UI's own, so asking may block it.)
+    let (mut gfx, note) = Graphics::detect(render);
     let mut terminal = ratatui::init();
     if let Some(g) = &gfx {
         tracing::info!(protocol = g.protocol_name(), "video through terminal graphics");
+    }
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+        app.say(note);
     }
     let (key_tx, mut keys) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -68,10 +75,10 @@ pub async fn run(
             }
         }
     });
-    let mut term_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut seen_generation = u64::MAX;
     let mut dirty = true;
+    let mut last_status = String::new();
     'ui: loop {
         let msg = tokio::select! {
             k = keys.recv() => match k {
@@ -84,10 +91,6 @@ pub async fn run(
                 None => break 'ui, // the engine is done
             },
             _ = tick.tick() => Some(Msg::Tick(Instant::now())),
-            () = async { match term_signal.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                let _ = commands.send(Command::Quit);
-                break 'ui;
-            }
         };
         if let Some(msg) = msg {
             let is_tick = matches!(msg, Msg::Tick(_));
@@ -115,6 +118,12 @@ pub async fn run(
             if !is_tick {
                 dirty = true;
             }
+        }
+        // A passing message that expires changes the screen too.
+        let status = app.status();
+        if status != last_status {
+            last_status = status;
+            dirty = true;
         }
         let generation = taps.generation.load(Relaxed);
         // Redraw on changes, and once a second for the call timer.

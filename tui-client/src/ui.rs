@@ -34,12 +34,10 @@ pub fn render(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, f: &mut Fr
         Screen::Offline => centered(
             f,
             main,
-            vec![Line::from("Offline").bold(), Line::from(app.status.clone()), Line::from(""), Line::from("q to quit")],
+            vec![Line::from("Offline").bold(), Line::from(app.status()), Line::from(""), Line::from("q to quit")],
         ),
-        Screen::Idle => centered(
-            f,
-            main,
-            vec![
+        Screen::Idle => {
+            let mut lines = vec![
                 Line::from(format!("You are {}.", app.me)).bold(),
                 Line::from(""),
                 Line::from(vec![
@@ -50,8 +48,14 @@ pub fn render(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, f: &mut Fr
                     key("q"),
                     Span::raw(" quit"),
                 ]),
-            ],
-        ),
+            ];
+            if !app.missed.is_empty() {
+                lines.push(Line::from(""));
+                let names: Vec<&str> = app.missed.iter().rev().map(String::as_str).collect();
+                lines.push(Line::from(format!("Missed calls: {}", names.join(", "))).fg(Color::Yellow));
+            }
+            centered(f, main, lines)
+        }
         Screen::Dialing { input } => centered(
             f,
             main,
@@ -68,12 +72,24 @@ pub fn render(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, f: &mut Fr
         Screen::RingingIn { from, .. } => prompt(f, main, from),
         Screen::InCall { peer, .. } => in_call(app, frames, gfx, peer, main, f),
     }
-    let line = Paragraph::new(Line::from(vec![Span::raw(" "), Span::raw(app.status.clone())]))
+    let line = Paragraph::new(Line::from(vec![Span::raw(" "), Span::raw(app.status())]))
         .style(Style::default().fg(Color::Black).bg(Color::Gray));
     f.render_widget(line, bottom);
     if app.show_help {
         help(f, main);
     }
+    if app.confirm_quit {
+        confirm_quit(f, main);
+    }
+}
+
+fn confirm_quit(f: &mut Frame<'_>, area: Rect) {
+    let text =
+        Line::from(vec![Span::raw("Hang up and quit? "), key("y"), Span::raw(" yes  "), key("n"), Span::raw(" no")]);
+    let r = popup(area, text.width() as u16 + 4, 3);
+    f.render_widget(Clear, r);
+    let block = Block::bordered().border_type(BorderType::Rounded).border_style(Style::default().fg(Color::Yellow));
+    f.render_widget(Paragraph::new(text).alignment(Alignment::Center).block(block), r);
 }
 
 fn key(k: &str) -> Span<'static> {
@@ -116,24 +132,38 @@ fn popup(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 fn prompt(f: &mut Frame<'_>, area: Rect, from: &str) {
-    let text = format!("{from} is calling: [a]ccept / [r]eject");
-    let r = popup(area, text.chars().count() as u16 + 6, 5);
+    let one_line = format!("{from} is calling: [a]ccept / [r]eject");
+    let width = one_line.chars().count() as u16 + 6;
+    // A long name gets lines of its own (cut to the box), so the keys
+    // always show.
+    let lines: Vec<Line<'static>> = if width <= area.width {
+        vec![Line::from(""), Line::from(one_line).bold()]
+    } else {
+        let room = usize::from(area.width.saturating_sub(4)).max(1);
+        let name: String = if from.chars().count() > room {
+            from.chars().take(room.saturating_sub(1)).chain(['…']).collect()
+        } else {
+            from.to_owned()
+        };
+        vec![Line::from(name).bold(), Line::from("is calling"), Line::from("[a]ccept / [r]eject").bold()]
+    };
+    let w = if width <= area.width { width } else { area.width };
+    let r = popup(area, w, lines.len() as u16 + 3);
     f.render_widget(Clear, r);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .title(" Incoming call ")
         .border_style(Style::default().fg(Color::Yellow));
-    let body = Paragraph::new(vec![Line::from(""), Line::from(text).bold()]).alignment(Alignment::Center).block(block);
+    let body = Paragraph::new(lines).alignment(Alignment::Center).block(block);
     f.render_widget(body, r);
 }
 
 fn help(f: &mut Frame<'_>, area: Rect) {
     let rows = [
-        ("c", "call someone (type a name, Enter)"),
-        ("a / r", "accept / reject an incoming call"),
-        ("Esc", "cancel a call that rings"),
-        ("h / Esc", "hang up"),
-        ("m", "mute or unmute the microphone"),
+        ("c", "call someone"),
+        ("a / r", "accept / reject a call"),
+        ("h / Esc", "hang up, close a panel"),
+        ("m", "mute or unmute"),
         ("v", "camera off or on"),
         ("s", "call statistics"),
         ("?", "this help"),
@@ -142,10 +172,10 @@ fn help(f: &mut Frame<'_>, area: Rect) {
     let lines: Vec<Line<'static>> = rows
         .iter()
         .map(|(k, d)| {
-            Line::from(vec![Span::styled(format!("{k:>8}  "), Style::default().fg(Color::Yellow)), Span::raw(*d)])
+            Line::from(vec![Span::styled(format!("{k:>7}  "), Style::default().fg(Color::Yellow)), Span::raw(*d)])
         })
         .collect();
-    let r = popup(area, 52, lines.len() as u16 + 2);
+    let r = popup(area, 36, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Keys ")), r);
 }
@@ -179,13 +209,13 @@ fn in_call(app: &App, frames: &Frames, gfx: Option<&mut Graphics>, peer: &str, a
         Span::raw(clock(app.elapsed())),
         Span::raw("  mic "),
         Span::styled(meter, Style::default().fg(if app.muted { Color::Red } else { Color::Green })),
-        Span::raw("   "),
+        Span::raw("  "),
         key("h"),
         Span::raw(" hang up "),
         key("m"),
-        Span::raw(" mute "),
+        Span::raw(if app.muted { " unmute " } else { " mute " }),
         key("v"),
-        Span::raw(" camera "),
+        Span::raw(if app.camera_off { " camera on " } else { " camera off " }),
         key("s"),
         Span::raw(" stats"),
     ]);
@@ -199,19 +229,22 @@ fn stats_panel(app: &App, area: Rect, f: &mut Frame<'_>) {
     let opt = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.1} {unit}")).unwrap_or_else(|| "–".into());
     let lines: Vec<Line<'static>> = match &app.stats {
         None => vec![Line::from("no statistics yet")],
-        Some(s) => vec![
-            Line::from("codec      VP8 / Opus"),
-            Line::from(format!("resolution {}x{}", s.width, s.height)),
-            Line::from(format!("fps        {:.1}", s.video_fps)),
-            Line::from(format!("bitrate in {:.0} kbit/s", s.bitrate_in_kbps)),
-            Line::from(format!("bitrate out {:.0} kbit/s", s.bitrate_out_kbps)),
-            Line::from(format!("RTT        {}", opt(s.rtt_ms, "ms"))),
-            Line::from(format!("loss       {}", opt(s.loss_pct, "%"))),
-            Line::from(format!("jitter     {}", opt(s.jitter_ms, "ms"))),
-            Line::from(format!("latency    {}", opt(s.glass_to_glass_ms, "ms"))),
-        ],
+        Some(s) => [
+            ("codec", "VP8 / Opus".to_owned()),
+            ("resolution", format!("{}x{}", s.width, s.height)),
+            ("fps", format!("{:.1}", s.video_fps)),
+            ("bitrate in", format!("{:.0} kbit/s", s.bitrate_in_kbps)),
+            ("bitrate out", format!("{:.0} kbit/s", s.bitrate_out_kbps)),
+            ("RTT", opt(s.rtt_ms, "ms")),
+            ("loss", opt(s.loss_pct, "%")),
+            ("jitter", opt(s.jitter_ms, "ms")),
+            ("latency", opt(s.glass_to_glass_ms, "ms")),
+        ]
+        .into_iter()
+        .map(|(k, v)| Line::from(format!("{k:<12}{v}")))
+        .collect(),
     };
-    let w = 28.min(area.width);
+    let w = 30.min(area.width);
     let r = Rect::new(area.right().saturating_sub(w), area.y, w, (lines.len() as u16 + 2).min(area.height));
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Stats ")), r);
@@ -228,7 +261,11 @@ mod tests {
     use std::time::Instant;
 
     fn screen(app: &App, frames: &Frames) -> Vec<String> {
-        let mut t = Terminal::new(TestBackend::new(72, 18)).unwrap();
+        sized(app, frames, 80, 18)
+    }
+
+    fn sized(app: &App, frames: &Frames, w: u16, h: u16) -> Vec<String> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
         t.draw(|f| render(app, frames, None, f)).unwrap();
         let buf = t.backend().buffer().clone();
         (0..buf.area.height)
@@ -297,11 +334,12 @@ mod tests {
         let red = RgbFrame::new(2, 2, vec![[200, 0, 0]; 4]);
         let frames = Frames { remote: Some(red), local: None, mic_level: 0.5, generation: 1 };
         let s = screen(&a, &frames);
-        assert!(s.iter().any(|l| l.contains("│resolution 640x480")), "{s:#?}");
-        assert!(s.iter().any(|l| l.contains("│bitrate in 812 kbit/s")), "{s:#?}");
-        assert!(s.iter().any(|l| l.contains("│RTT        1.2 ms")), "{s:#?}");
+        assert!(s.iter().any(|l| l.contains("│resolution  640x480")), "{s:#?}");
+        assert!(s.iter().any(|l| l.contains("│bitrate in  812 kbit/s")), "{s:#?}");
+        assert!(s.iter().any(|l| l.contains("│bitrate out 790 kbit/s")), "{s:#?}");
+        assert!(s.iter().any(|l| l.contains("│RTT         1.2 ms")), "{s:#?}");
         assert!(
-            s[16].starts_with(" bob  00:00  mic █████░░░░░   [h] hang up [m] mute [v] camera [s] stats"),
+            s[16].starts_with(" bob  00:00  mic █████░░░░░  [h] hang up [m] mute [v] camera off [s] stats"),
             "{:?}",
             s[16]
         );
@@ -318,7 +356,52 @@ mod tests {
             Event::CallEnded { peer: "bob".into(), reason: EndReason::RemoteHungUp("remote user hanged out".into()) },
         );
         let s = screen(&a, &Frames::default());
-        assert_eq!(s[17].trim_end(), " bob: the other side hung up (remote user hanged out)");
+        assert_eq!(s[17].trim_end(), " bob hung up");
         assert!(s.iter().any(|l| l.trim() == "You are alice."));
+    }
+
+    #[test]
+    fn a_long_caller_name_keeps_the_keys_in_the_prompt() {
+        let mut a = app();
+        let name = "x".repeat(64);
+        ev(&mut a, Event::IncomingCall { from: name.clone() });
+        let s = sized(&a, &Frames::default(), 80, 24);
+        assert!(s.iter().any(|l| l.starts_with('│') && l.trim_matches([' ', '│']) == "[a]ccept / [r]eject"), "{s:#?}");
+        assert!(s.iter().any(|l| l.trim_matches([' ', '│']) == "is calling"), "{s:#?}");
+        assert!(s.iter().any(|l| l.trim_matches([' ', '│']) == name), "{s:#?}");
+    }
+
+    #[test]
+    fn help_fits_a_small_terminal() {
+        let mut a = app();
+        a.update(Msg::Key(Key::Char('?')));
+        let s = sized(&a, &Frames::default(), 40, 12);
+        for row in ["c  call someone", "a / r  accept / reject a call", "h / Esc  hang up, close a panel", "q  quit"] {
+            assert!(s.iter().any(|l| l.contains(row)), "{row:?} missing: {s:#?}");
+        }
+    }
+
+    #[test]
+    fn key_bar_says_what_the_keys_do_now_and_q_asks() {
+        let mut a = app();
+        ev(&mut a, Event::CallStarted { peer: "bob".into() });
+        a.update(Msg::Key(Key::Char('m')));
+        a.update(Msg::Key(Key::Char('v')));
+        let s = screen(&a, &Frames::default());
+        assert!(s[16].contains("[h] hang up [m] unmute [v] camera on [s] stats"), "{:?}", s[16]);
+        assert!(s[16].contains(" muted "), "{:?}", s[16]);
+        a.update(Msg::Key(Key::Char('q')));
+        let s = screen(&a, &Frames::default());
+        assert!(s.iter().any(|l| l.contains("│ Hang up and quit? [y] yes  [n] no │")), "{s:#?}");
+    }
+
+    #[test]
+    fn missed_calls_show_on_the_idle_screen() {
+        let mut a = app();
+        ev(&mut a, Event::MissedCall { from: "carol".into() });
+        ev(&mut a, Event::CallEnded { peer: "bob".into(), reason: EndReason::Missed });
+        let s = screen(&a, &Frames::default());
+        assert!(s.iter().any(|l| l.trim() == "Missed calls: bob, carol"), "{s:#?}");
+        assert_eq!(s[17].trim_end(), " missed call from bob");
     }
 }

@@ -2,167 +2,18 @@
 //! headless clients through the embedded relay, and every documented
 //! outcome with its exit code.
 
-use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use one2one_media::analysis::dominant_frequency;
 use one2one_media::files::{Y4mReader, read_wav};
 use one2one_media::pattern;
 
-const BIN: &str = env!("CARGO_BIN_EXE_one2one");
+mod common;
 
-fn media_ip() -> IpAddr {
-    std::env::var("ONE2ONE_TEST_IP")
-        .expect("media tests need a private network namespace: run them through `scripts/netns-run cargo nextest run` (needs root and iproute2), as `scripts/test` does")
-        .parse()
-        .unwrap()
-}
-
-struct TestServer {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start() -> TestServer {
-        Self::start_with(false)
-    }
-
-    /// With `tls`, the server speaks WSS with a fresh self-signed certificate.
-    fn start_with(tls: bool) -> TestServer {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let ip = media_ip();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let mut config = one2one_server::ServerConfig {
-                    signaling: Default::default(),
-                    limits: Default::default(),
-                    relay: Default::default(),
-                    ice_servers: vec![],
-                    web_root: None,
-                };
-                config.relay.media_ips = vec![ip];
-                let transport = if tls {
-                    one2one_server::Transport::Tls(one2one_server::tls::self_signed(&[]).unwrap().config)
-                } else {
-                    one2one_server::Transport::Http
-                };
-                let server = one2one_server::start(listener, transport, config).await.unwrap();
-                tx.send(server.addr).unwrap();
-                let _ = stop_rx.await;
-                server.shutdown().await;
-            });
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("server start");
-        TestServer {
-            url: format!("{}://{addr}/one2one", if tls { "wss" } else { "ws" }),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A running client whose JSON lines arrive on a channel.
-struct Client {
-    child: Child,
-    lines: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
-fn spawn(server: &str, args: &[&str]) -> Client {
-    spawn_env(server, args, &[])
-}
-
-fn spawn_env(server: &str, args: &[&str], env: &[(&str, &str)]) -> Client {
-    let ip = media_ip().to_string();
-    let mut cmd = Command::new(BIN);
-    cmd.envs(env.iter().copied());
-    cmd.args(["--server", server, "--headless", "--media-ip", &ip, "--video-size", "320x240"]).args(args);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn one2one");
-    let stdout: ChildStdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            } else {
-                eprintln!("non-JSON line on stdout: {line}");
-            }
-        }
-    });
-    Client { child, lines: rx, seen: vec![] }
-}
-
-impl Client {
-    /// Waits for an event named `name`.
-    fn wait_event(&mut self, name: &str, within: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if v["event"] == name {
-                        return v;
-                    }
-                }
-                Err(_) => panic!("no {name:?} event within {within:?}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Collect the remaining lines.
-                while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(v);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "one2one did not exit within {within:?}; saw {:?}", self.seen);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn interrupt(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("one2one-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{BIN, TestServer, spawn, spawn_env, tmpdir};
 
 /// The last frames of a recording show the test pattern with the right bars.
 fn check_video(path: &Path, who: &str) -> usize {
@@ -281,7 +132,7 @@ fn outcomes_have_their_exit_codes() {
     assert_eq!(c.wait_exit(Duration::from_secs(15)), 3);
 
     // No camera.
-    let out = Command::new(BIN).args(["--video", "camera", "call", "x", "--as", "y"]).output().unwrap();
+    let out = Command::new(BIN).args(["--headless", "--video", "camera", "call", "x", "--as", "y"]).output().unwrap();
     assert_eq!(out.status.code(), Some(11));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--video test"), "{err}");
