@@ -253,14 +253,12 @@ impl App {
             Event::Registered { name } => {
                 self.me = name;
                 self.screen = Screen::Idle;
-                self.message = None;
                 vec![]
             }
             Event::Calling { peer } => {
                 if !matches!(&self.screen, Screen::RingingOut { peer: p, .. } if *p == peer) {
                     self.screen = Screen::RingingOut { peer, since: self.now };
                 }
-                self.message = None;
                 vec![]
             }
             Event::Ringing { peer } => {
