@@ -30,12 +30,8 @@ impl Tmux {
         cmd.extend(args.iter().map(|a| shell_quote(a)));
         // stderr of the TUI goes to a log while it runs (XDG_STATE_HOME);
         // what it prints after restoring the screen lands in the pane.
-        let line = format!(
-            "XDG_STATE_HOME={} {}; echo $? > {}; sleep 600",
-            log.display(),
-            cmd.join(" "),
-            status.display()
-        );
+        let line =
+            format!("XDG_STATE_HOME={} {}; echo $? > {}; sleep 600", log.display(), cmd.join(" "), status.display());
         let t = Tmux { socket, status, log };
         t.tmux(&["new-session", "-d", "-s", "t", "-x", &size.0.to_string(), "-y", &size.1.to_string(), &line]);
         t.tmux(&["set-option", "-t", "t", "remain-on-exit", "on"]);
@@ -117,7 +113,11 @@ const T: Duration = Duration::from_secs(20);
 fn q_while_connecting_ends_the_process() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("wss://{}/one2one", l.local_addr().unwrap());
-    let t = Tmux::start("connecting", (80, 24), &["--server", &url, "--insecure", "--connect-timeout", "600", "register", "q1"]);
+    let t = Tmux::start(
+        "connecting",
+        (80, 24),
+        &["--server", &url, "--insecure", "--connect-timeout", "600", "register", "q1"],
+    );
     t.wait_text("Connecting to the server…", T);
     t.keys(&["q"]);
     assert_eq!(t.wait_status(Duration::from_secs(5)), 0);
@@ -141,7 +141,8 @@ fn the_tui_says_why_it_left() {
     // A silent server: the connect times out.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("wss://{}/one2one", l.local_addr().unwrap());
-    let t = Tmux::start("silent", (100, 24), &["--server", &url, "--insecure", "--connect-timeout", "1", "register", "w2"]);
+    let t =
+        Tmux::start("silent", (100, 24), &["--server", &url, "--insecure", "--connect-timeout", "1", "register", "w2"]);
     assert_eq!(t.wait_status(T), 3);
     t.wait_text("one2one: cannot reach the server: no answer within 1 s (--connect-timeout)", T);
     drop(l);
@@ -197,11 +198,9 @@ fn keys_in_a_call_and_on_the_prompt() {
     bob.send("call alice");
     t.wait_text("bob is calling: [a]ccept / [r]eject", T);
     t.keys(&["a"]);
-    t.wait(
-        "the call",
-        T,
-        |p| p.iter().any(|l| l.starts_with(" bob  00:0") && l.contains("[h] hang up [m] mute [v] camera off [s] stats")),
-    );
+    t.wait("the call", T, |p| {
+        p.iter().any(|l| l.starts_with(" bob  00:0") && l.contains("[h] hang up [m] mute [v] camera off [s] stats"))
+    });
     bob.wait_event("call_started", T);
     t.keys(&["s"]);
     t.wait_text("resolution", T);
@@ -271,7 +270,18 @@ fn kitty_in_tmux_falls_back_to_half_blocks_without_stalling() {
     let t = Tmux::start(
         "kitty",
         (100, 30),
-        &["--server", &server.url, "--video-render", "kitty", "--auto-answer", "accept", "--hangup-after", "4", "register", "k1"],
+        &[
+            "--server",
+            &server.url,
+            "--video-render",
+            "kitty",
+            "--auto-answer",
+            "accept",
+            "--hangup-after",
+            "4",
+            "register",
+            "k1",
+        ],
     );
     t.wait_text("You are k1.", T);
     t.wait_text("kitty graphics do not pass through tmux: video drawn with half-blocks", T);

@@ -166,6 +166,13 @@ impl Client {
         let _ = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
     }
 
+    /// The next event, if one comes within `within`.
+    pub fn next_event(&mut self, within: Duration) -> Option<serde_json::Value> {
+        let v = self.lines.recv_timeout(within).ok()?;
+        self.seen.push(v.clone());
+        Some(v)
+    }
+
     /// Writes one command line to the client's stdin.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin");
