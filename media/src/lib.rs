@@ -15,6 +15,7 @@ pub mod peer;
 pub mod rtc_setup;
 #[cfg(feature = "codecs")]
 pub mod vp8;
+pub mod vp8_assembler;
 
 use thiserror::Error;
 

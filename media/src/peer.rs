@@ -2,18 +2,19 @@
 //! trickle ICE with remote candidates buffered until the answer is applied.
 //!
 //! It moves encoded media only: the caller hands it VP8 frames and Opus
-//! packets, and gets back assembled VP8 frames and Opus packets as
+//! packets, and gets back VP8 frames (assembled by [`crate::vp8_assembler`],
+//! each as soon as its last packet is in) and Opus packets as
 //! [`PeerEvent`]s. Encoding, decoding and devices live elsewhere.
 
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::media::Sample;
-use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use shared_proto::IceCandidate;
 use tokio::sync::mpsc;
@@ -26,6 +27,10 @@ use webrtc::peer_connection::{
 };
 
 use crate::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine, opus, track_def};
+use crate::vp8_assembler::{Output, Vp8Assembler};
+
+/// Key frames asked for after lost frames, at most this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -86,6 +91,7 @@ type RemoteVideo = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
 struct Handler {
     events: PeerEvents,
     remote_video: RemoteVideo,
+    video_dropped: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,11 +121,11 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let events = self.events.clone();
         let remote_video = self.remote_video.clone();
-        tokio::spawn(receive(track, events, remote_video));
+        tokio::spawn(receive(track, events, remote_video, self.video_dropped.clone()));
     }
 }
 
-async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: RemoteVideo) {
+async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: RemoteVideo, dropped: Arc<AtomicU64>) {
     let kind = track.kind().await;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     if kind == RtpCodecKind::Video {
@@ -127,20 +133,43 @@ async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: 
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
         let _ = track.write_rtcp(vec![Box::new(pli)]).await;
     }
-    // Up to ~0.5 s of video packets may wait for a late one before a frame is given up.
-    let mut builder = SampleBuilder::new(256, Vp8Packet::default(), 90_000);
+    // Frames out on their last packet; an incomplete one waits at most
+    // 256 packets or 0.5 s (checked as packets arrive), and is given up at
+    // once when a newer one completes.
+    let mut assembler = Vp8Assembler::default();
+    let mut last_pli: Option<Instant> = None;
     while let Some(ev) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(p) = ev else {
             continue;
         };
         let now = Instant::now();
         if kind == RtpCodecKind::Video {
-            builder.push(now, p);
-            while let Some((sample, ts)) = builder.pop_with_timestamp(now) {
-                let ev = PeerEvent::Video { data: sample.data, rtp_timestamp: ts, arrived: now };
-                if events.send(ev).is_err() {
-                    return;
+            let h = &p.header;
+            if let Err(e) = assembler.push(now, h.sequence_number, h.timestamp, h.marker, &p.payload) {
+                tracing::trace!(error = %e, seq = h.sequence_number, "video packet not taken");
+            }
+            let mut lost = false;
+            while let Some(out) = assembler.poll_output() {
+                match out {
+                    Output::Frame(f) => {
+                        let ev = PeerEvent::Video { data: f.data, rtp_timestamp: f.rtp_timestamp, arrived: f.arrived };
+                        if events.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                    Output::Dropped(d) => {
+                        tracing::debug!(?d, "incomplete video frame given up");
+                        dropped.fetch_add(1, Relaxed);
+                        lost = true;
+                    }
                 }
+            }
+            // The decoder cannot go on without the lost frame: ask for a key
+            // frame, at most every PLI_INTERVAL.
+            if lost && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_INTERVAL) {
+                last_pli = Some(now);
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+                let _ = track.write_rtcp(vec![Box::new(pli)]).await;
             }
         } else {
             let ev = PeerEvent::Audio {
@@ -168,6 +197,7 @@ pub struct Peer {
     audio: Outgoing,
     video: Outgoing,
     remote_video: RemoteVideo,
+    video_dropped: Arc<AtomicU64>,
     /// Remote candidates waiting for the answer.
     pending: Mutex<Option<Vec<RTCIceCandidateInit>>>,
 }
@@ -190,7 +220,12 @@ impl Peer {
             opts.bind_ips.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
         };
         let remote_video = Arc::new(Mutex::new(None));
-        let handler = Arc::new(Handler { events: events.clone(), remote_video: remote_video.clone() });
+        let video_dropped = Arc::new(AtomicU64::new(0));
+        let handler = Arc::new(Handler {
+            events: events.clone(),
+            remote_video: remote_video.clone(),
+            video_dropped: video_dropped.clone(),
+        });
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(me)
@@ -217,7 +252,7 @@ impl Peer {
                 }
             }
         });
-        Ok(Peer { pc, audio, video, remote_video, pending: Mutex::new(Some(Vec::new())) })
+        Ok(Peer { pc, audio, video, remote_video, video_dropped, pending: Mutex::new(Some(Vec::new())) })
     }
 
     async fn outgoing(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind, ssrc: u32) -> Result<Outgoing, PeerError> {
@@ -315,6 +350,13 @@ impl Peer {
         if let Some((track, ssrc)) = remote {
             let _ = track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
         }
+    }
+
+    /// Losses in the remote video so far: incomplete frames given up, and
+    /// holes in the sequence before a frame. Each also asks the sender for a
+    /// key frame (at most one PLI every 0.5 s).
+    pub fn video_frames_dropped(&self) -> u64 {
+        self.video_dropped.load(Relaxed)
     }
 
     pub fn connection(&self) -> &Arc<dyn PeerConnection> {
