@@ -96,7 +96,7 @@ try {
 
   tmux('send-keys', '-t', SESSION, 'h');
   await waitState(bob, 'idle', 20000);
-  await waitPane('the end of the call', (p) => p.includes('call with bob ended') && p.includes('You are alice.'));
+  await waitPane('the end of the call', (p) => p.includes('you ended the call with bob') && p.includes('You are alice.'));
   check('h hangs up: the page sees the call end', true);
 
   tmux('send-keys', '-t', SESSION, 'q');
