@@ -13,6 +13,7 @@ pub mod files;
 pub mod pattern;
 pub mod peer;
 pub mod rtc_setup;
+pub mod sdp_check;
 #[cfg(feature = "codecs")]
 pub mod vp8;
 pub mod vp8_assembler;

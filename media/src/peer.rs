@@ -278,8 +278,15 @@ impl Peer {
     pub async fn apply_answer(&self, sdp: &str) -> Result<(), PeerError> {
         let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         self.pc.set_remote_description(answer).await.map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-        for (out, mime) in [(&self.audio, "audio/opus"), (&self.video, "video/VP8")] {
-            let pt = self.sender_pt(out.ssrc, mime).await;
+        // Nothing is sent on an m-line the answer refused (port 0, as the
+        // relay answers a kind the other user cannot take) or does not
+        // receive on.
+        let answered = crate::sdp_check::summarize(sdp).unwrap_or_default();
+        let takes = |s: &Option<crate::sdp_check::Section>| s.as_ref().is_some_and(|s| s.direction.receives());
+        for (out, mime, ok) in
+            [(&self.audio, "audio/opus", takes(&answered.audio)), (&self.video, "video/VP8", takes(&answered.video))]
+        {
+            let pt = if ok { self.sender_pt(out.ssrc, mime).await } else { 0 };
             *lock(&out.pt) = pt;
         }
         let queued = lock(&self.pending).take().unwrap_or_default();

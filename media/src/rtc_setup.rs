@@ -14,38 +14,19 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{MediaEngine, RTCIceCandidateInit, Registry, register_default_interceptors};
 
-/// The video codec both legs of a call use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VideoCodec {
-    Vp8,
-    H264,
-}
+pub use crate::sdp_check::VideoCodec;
 
 impl VideoCodec {
-    /// VP8 when both offers have it, else H.264 when both have that.
+    /// VP8 when both offers have it on a live video m-line, else H.264
+    /// when both have that.
     pub fn choose(offers: [&str; 2]) -> Option<VideoCodec> {
-        let has = |sdp: &str, name: &str| {
-            sdp.lines()
-                .any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_uppercase().contains(&format!(" {name}/90000")))
-        };
-        if offers.iter().all(|o| has(o, "VP8")) {
-            Some(VideoCodec::Vp8)
-        } else if offers.iter().all(|o| has(o, "H264")) {
-            Some(VideoCodec::H264)
-        } else {
-            None
-        }
+        let [a, b] = offers.map(|o| crate::sdp_check::summarize(o).unwrap_or_default());
+        crate::sdp_check::common_media(&a, &b).ok().and_then(|c| c.video)
     }
+
     /// The codec as an outgoing track announces it.
     pub fn codec(self) -> RTCRtpCodec {
         RTCRtpCodec { mime_type: self.mime().into(), clock_rate: 90000, ..Default::default() }
-    }
-
-    pub fn mime(self) -> &'static str {
-        match self {
-            VideoCodec::Vp8 => "video/VP8",
-            VideoCodec::H264 => "video/H264",
-        }
     }
 }
 
@@ -100,15 +81,27 @@ pub fn track_def(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: R
 
 /// Opus plus exactly one video codec (with its RTX), for one leg.
 pub fn media_engine(video: VideoCodec) -> webrtc::error::Result<MediaEngine> {
+    media_engine_for(true, Some(video))
+}
+
+/// Opus if `audio`, and at most one video codec (with its RTX): a kind
+/// without a codec is refused in the answer (an audio-only leg).
+pub fn media_engine_for(audio: bool, video: Option<VideoCodec>) -> webrtc::error::Result<MediaEngine> {
     let mut me = MediaEngine::default();
-    me.register_codec(codec("audio/opus", 48000, 2, "minptime=10;useinbandfec=1", vec![], 111), RtpCodecKind::Audio)?;
+    if audio {
+        me.register_codec(
+            codec("audio/opus", 48000, 2, "minptime=10;useinbandfec=1", vec![], 111),
+            RtpCodecKind::Audio,
+        )?;
+    }
     let rtx = |pt: u8, apt: u8| codec("video/rtx", 90000, 0, &format!("apt={apt}"), vec![], pt);
     match video {
-        VideoCodec::Vp8 => {
+        None => {}
+        Some(VideoCodec::Vp8) => {
             me.register_codec(codec("video/VP8", 90000, 0, "", video_feedback(), 96), RtpCodecKind::Video)?;
             me.register_codec(rtx(97, 96), RtpCodecKind::Video)?;
         }
-        VideoCodec::H264 => {
+        Some(VideoCodec::H264) => {
             for (pt, rtx_pt, fmtp) in [
                 (102, 103, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"),
                 (125, 107, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
@@ -202,10 +195,14 @@ mod tests {
 
     #[test]
     fn codec_choice() {
-        let vp8 = "a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
-        let h264 = "a=rtpmap:102 H264/90000\r\n";
-        assert_eq!(VideoCodec::choose([vp8, vp8]), Some(VideoCodec::Vp8));
-        assert_eq!(VideoCodec::choose([vp8, h264]), Some(VideoCodec::H264));
-        assert_eq!(VideoCodec::choose(["a=rtpmap:96 VP8/90000", h264]), None);
+        let head = "v=0\r\ns=-\r\nm=audio 9 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let vp8 = format!("{head}m=video 9 RTP/AVP 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n");
+        let h264 = format!("{head}m=video 9 RTP/AVP 102\r\na=rtpmap:102 H264/90000\r\n");
+        let rejected = format!("{head}m=video 0 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n");
+        assert_eq!(VideoCodec::choose([&vp8, &vp8]), Some(VideoCodec::Vp8));
+        assert_eq!(VideoCodec::choose([&vp8, &h264]), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::choose([&vp8, head]), None);
+        assert_eq!(VideoCodec::choose([&vp8, &rejected]), None);
+        assert_eq!(VideoCodec::choose(["a=rtpmap:96 VP8/90000", &h264]), None);
     }
 }

@@ -10,9 +10,16 @@
 //! send cache of the default interceptors, and each leg NACKs its own
 //! sender, so loss on either hop is repaired where it happens.
 //!
-//! Both legs are built with the same single video codec (VP8, or H.264 when
-//! both offers have it and VP8 is missing on one side) so that no
-//! transcoding is ever needed.
+//! Both legs are built with the same codecs, so that no transcoding is ever
+//! needed: Opus when both offers have it, and one video codec (VP8, or
+//! H.264 when both offers have it and VP8 is missing on one side) when both
+//! have one ([`one2one_media::sdp_check::common_media`]). A kind that only one
+//! side can carry is refused on both legs: a caller's camera is simply not
+//! forwarded to a callee without video, and the call is audio-only.
+//!
+//! A call is reported [`MediaEvent::Established`] once the first RTP packet
+//! has been forwarded in each direction that carries media, not when ICE
+//! or DTLS come up.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -21,7 +28,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use one2one_media::rtc_setup::{VideoCodec, interceptors, is_keyframe_request, media_engine, opus, track_def};
+use one2one_media::rtc_setup::{interceptors, is_keyframe_request, media_engine_for, opus, track_def};
+use one2one_media::sdp_check::{CommonMedia, OfferError, common_media, summarize};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use shared_proto::IceCandidate;
@@ -54,8 +62,13 @@ pub struct RelayConfig {
     pub ports: PortPolicy,
     /// Local addresses to gather on; empty = every non-loopback interface.
     pub media_ips: Vec<IpAddr>,
-    /// Addresses advertised instead of the local ones (1:1 NAT).
+    /// Public addresses of a 1:1 NAT: each host candidate is also
+    /// advertised with the public address of its family (as a server
+    /// reflexive candidate whose related address is the host one).
     pub public_ips: Vec<IpAddr>,
+    /// Advertise only the public addresses: host candidates are rewritten
+    /// instead of being kept next to them (`--public-ip-only`).
+    pub public_ip_only: bool,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -177,23 +190,35 @@ impl MediaBackend for RelayBackend {
     }
 }
 
+/// An outgoing track of a leg, as negotiated.
+struct Out {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    pt: u8,
+}
+
 /// What the forwarding tasks of one leg need of the other.
 struct LegIo {
-    audio_out: Arc<TrackLocalStaticRTP>,
-    video_out: Arc<TrackLocalStaticRTP>,
-    audio_ssrc: u32,
-    video_ssrc: u32,
-    audio_pt: u8,
-    video_pt: u8,
+    /// `None` when the other side sends nothing of that kind this user can take.
+    audio_out: Option<Out>,
+    video_out: Option<Out>,
     /// The user's video as it arrives, for sending keyframe requests to it.
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     /// DTLS is up: packets written before that would only be dropped.
     connected: AtomicBool,
+    /// A packet from this leg's user has been forwarded to the other leg.
+    flowed: AtomicBool,
 }
 
 struct CallIo {
+    call: CallId,
     legs: [LegIo; 2],
     metrics: Arc<Metrics>,
+    /// Media is negotiated from this leg to the other.
+    expect: [bool; 2],
+    /// `Established` was reported.
+    established: AtomicBool,
+    events: EventSink,
 }
 
 fn idx(leg: Leg) -> usize {
@@ -204,6 +229,18 @@ fn idx(leg: Leg) -> usize {
 }
 
 impl CallIo {
+    /// The first packet from `from` was forwarded; reports the call
+    /// established once every direction that carries media has had its
+    /// first packet (SeqCst: of two legs racing here, one sees the other).
+    fn first_forwarded(&self, from: Leg) {
+        self.legs[idx(from)].flowed.store(true, Ordering::SeqCst);
+        let done = (0..2).all(|i| !self.expect[i] || self.legs[i].flowed.load(Ordering::SeqCst));
+        if done && !self.established.swap(true, Ordering::SeqCst) {
+            tracing::debug!(call = %self.call, "media flowing both ways");
+            let _ = self.events.send(MediaEvent::Established { call: self.call });
+        }
+    }
+
     /// Asks the user on `leg` for a key frame.
     async fn request_keyframe(&self, leg: Leg) {
         let remote = lock(&self.legs[idx(leg)].remote_video).clone();
@@ -219,6 +256,7 @@ struct LegHandler {
     leg: Leg,
     mid: String,
     public_ips: Vec<IpAddr>,
+    public_ip_only: bool,
     events: EventSink,
     io: Arc<OnceLock<Arc<CallIo>>>,
     runtime: Arc<dyn Runtime>,
@@ -230,9 +268,10 @@ impl PeerConnectionEventHandler for LegHandler {
         let Ok(init) = ev.candidate.to_json() else {
             return;
         };
-        let line = advertise(&init.candidate, &self.public_ips);
-        let candidate = IceCandidate::new(line, Some(self.mid.clone()), Some(0));
-        let _ = self.events.send(MediaEvent::Candidate { call: self.call, leg: self.leg, candidate });
+        for line in advertise(&init.candidate, &self.public_ips, self.public_ip_only) {
+            let candidate = IceCandidate::new(line, Some(self.mid.clone()), Some(0));
+            let _ = self.events.send(MediaEvent::Candidate { call: self.call, leg: self.leg, candidate });
+        }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -279,11 +318,20 @@ async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<O
         io.request_keyframe(from).await;
     }
     let out = &io.legs[idx(from.other())];
-    let (out_track, out_ssrc, out_pt) = match kind {
-        RtpCodecKind::Video => (&out.video_out, out.video_ssrc, out.video_pt),
-        _ => (&out.audio_out, out.audio_ssrc, out.audio_pt),
+    let target = match kind {
+        RtpCodecKind::Video => out.video_out.as_ref(),
+        _ => out.audio_out.as_ref(),
     };
+    let Some(Out { track: out_track, ssrc: out_ssrc, pt: out_pt }) = target else {
+        // Nobody on the other side takes this kind: read and drop, so that
+        // the stack's queue for the track never backs up.
+        tracing::debug!(%call, leg = ?from, ?kind, ssrc, "track not forwarded: the other side cannot take it");
+        while track.poll().await.is_some() {}
+        return;
+    };
+    let (out_ssrc, out_pt) = (*out_ssrc, *out_pt);
     tracing::debug!(%call, leg = ?from, ?kind, ssrc, "forwarding track");
+    let mut first = true;
     while let Some(ev) = track.poll().await {
         if let TrackRemoteEvent::OnRtpPacket(mut p) = ev {
             if !out.connected.load(Ordering::Acquire) {
@@ -301,6 +349,9 @@ async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<O
             if out_track.write_rtp(p).await.is_err() {
                 break;
             }
+            if std::mem::take(&mut first) {
+                io.first_forwarded(from);
+            }
         }
     }
     tracing::debug!(%call, leg = ?from, ?kind, "track ended");
@@ -309,7 +360,9 @@ async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<O
 /// Turns keyframe requests from the receiver on `leg` into a PLI towards
 /// the sender on the other leg.
 async fn relay_keyframe_requests(leg: Leg, io: Arc<CallIo>) {
-    let out = io.legs[idx(leg)].video_out.clone();
+    let Some(out) = io.legs[idx(leg)].video_out.as_ref().map(|o| o.track.clone()) else {
+        return;
+    };
     let mut last = None::<Instant>;
     while let Some(ev) = out.poll().await {
         let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
@@ -328,21 +381,76 @@ async fn relay_keyframe_requests(leg: Leg, io: Arc<CallIo>) {
     }
 }
 
-/// Replaces the address of a host candidate with the advertised one.
-fn advertise(candidate: &str, public_ips: &[IpAddr]) -> String {
-    let mut fields: Vec<&str> = candidate.split(' ').collect();
-    if public_ips.is_empty() || fields.len() < 8 || fields[7] != "host" {
-        return candidate.to_owned();
+/// The lines to advertise for one of our candidates. A host candidate
+/// whose family has a public address gets a server reflexive twin with that
+/// address (same port, lower priority, the host as its related address), or,
+/// with `only`, is rewritten to the public address. Anything else is kept.
+fn advertise(candidate: &str, public_ips: &[IpAddr], only: bool) -> Vec<String> {
+    let keep = || vec![candidate.to_owned()];
+    let fields: Vec<&str> = candidate.split(' ').collect();
+    if public_ips.is_empty() || fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
+        return keep();
     }
     let Ok(local) = fields[4].parse::<IpAddr>() else {
-        return candidate.to_owned();
+        return keep();
     };
     let Some(public) = public_ips.iter().find(|p| p.is_ipv4() == local.is_ipv4()) else {
-        return candidate.to_owned();
+        return keep();
     };
+    if *public == local {
+        return keep();
+    }
     let public = public.to_string();
-    fields[4] = &public;
-    fields.join(" ")
+    if only {
+        let mut f = fields;
+        f[4] = &public;
+        return vec![f.join(" ")];
+    }
+    // RFC 8445 5.1.2.1: type preference 126 for host, 100 for srflx; the
+    // local preference and component stay.
+    let Ok(priority) = fields[3].parse::<u32>() else {
+        return keep();
+    };
+    let priority = (100 << 24) | (priority & 0x00ff_ffff);
+    // A different foundation: the two have different types.
+    let foundation = fields[0].strip_prefix("candidate:").unwrap_or(fields[0]);
+    let mut foundation = format!("{foundation}1");
+    foundation.truncate(32);
+    let mut srflx = format!(
+        "candidate:{foundation} {} {} {priority} {public} {} typ srflx raddr {local} rport {}",
+        fields[1], fields[2], fields[5], fields[5]
+    );
+    for extra in &fields[8..] {
+        srflx.push(' ');
+        srflx.push_str(extra);
+    }
+    vec![candidate.to_owned(), srflx]
+}
+
+/// [`advertise`] applied to the `a=candidate:` lines of an SDP.
+fn advertise_sdp(sdp: &str, public_ips: &[IpAddr], only: bool) -> String {
+    if public_ips.is_empty() || !sdp.contains("a=candidate:") {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + 256);
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let Some(c) = body.strip_prefix("a=") else {
+            out.push_str(line);
+            continue;
+        };
+        if !c.starts_with("candidate:") {
+            out.push_str(line);
+            continue;
+        }
+        let eol = &line[body.len()..];
+        for l in advertise(c, public_ips, only) {
+            out.push_str("a=");
+            out.push_str(&l);
+            out.push_str(if eol.is_empty() { "\r\n" } else { eol });
+        }
+    }
+    out
 }
 
 /// The first `a=mid:` of an SDP (what browsers bundle on).
@@ -410,6 +518,14 @@ async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedRece
     tracing::debug!(%call, "media released");
 }
 
+/// Why two offers cannot make a call, as the users are told.
+fn offer_error(leg: Leg, e: OfferError) -> String {
+    match e {
+        OfferError::NoCommonCodec => e.to_string(),
+        e => format!("the {}'s offer: {e}", if leg == Leg::Caller { "caller" } else { "callee" }),
+    }
+}
+
 async fn setup_call(
     shared: &Shared,
     call: CallId,
@@ -417,16 +533,32 @@ async fn setup_call(
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
 ) -> Result<[String; 2], String> {
-    let video = VideoCodec::choose(offers).ok_or("no common video codec (VP8 or H.264 on both sides)")?;
+    let caller = summarize(offers[0]).map_err(|e| offer_error(Leg::Caller, e))?;
+    let callee = summarize(offers[1]).map_err(|e| offer_error(Leg::Callee, e))?;
+    let common = common_media(&caller, &callee).map_err(|e| offer_error(Leg::Caller, e))?;
     let mut ios = Vec::new();
     let mut answers = Vec::new();
     for (leg, offer) in [Leg::Caller, Leg::Callee].into_iter().zip(offers) {
-        let (io, answer) = build_leg(shared, call, leg, offer, video, io_cell, legs).await?;
+        let (io, answer) = build_leg(shared, call, leg, offer, &common, io_cell, legs).await?;
         ios.push(io);
         answers.push(answer);
     }
     let [a, b]: [LegIo; 2] = ios.try_into().map_err(|_| "internal: leg count".to_owned())?;
-    let _ = io_cell.set(Arc::new(CallIo { legs: [a, b], metrics: shared.metrics.clone() }));
+    // A direction counts as carrying media only if the leg it goes out on
+    // got a track for it.
+    let expect = [b.audio_out.is_some() || b.video_out.is_some(), a.audio_out.is_some() || a.video_out.is_some()];
+    if !expect[0] && !expect[1] {
+        return Err(OfferError::NoCommonCodec.to_string());
+    }
+    tracing::debug!(%call, audio = ?common.audio_to, video = ?common.video_to, codec = ?common.video, "call media");
+    let _ = io_cell.set(Arc::new(CallIo {
+        call,
+        legs: [a, b],
+        metrics: shared.metrics.clone(),
+        expect,
+        established: AtomicBool::new(false),
+        events: shared.events.clone(),
+    }));
     let [x, y]: [String; 2] = answers.try_into().map_err(|_| "internal: answer count".to_owned())?;
     Ok([x, y])
 }
@@ -436,12 +568,15 @@ async fn build_leg(
     call: CallId,
     leg: Leg,
     offer: &str,
-    video: VideoCodec,
+    common: &CommonMedia,
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
 ) -> Result<(LegIo, String), String> {
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    let mut me = media_engine(video).map_err(|e| err("media engine", &e))?;
+    // Codecs of a kind are registered only when both sides have one: the
+    // answer then refuses a kind that cannot be carried, and nobody sends
+    // what would be dropped.
+    let mut me = media_engine_for(common.audio, common.video).map_err(|e| err("media engine", &e))?;
     let registry = interceptors(&mut me).map_err(|e| err("interceptors", &e))?;
     let ice_servers: Vec<RTCIceServer> = shared
         .cfg
@@ -474,6 +609,7 @@ async fn build_leg(
         leg,
         mid: first_mid(offer),
         public_ips: shared.cfg.public_ips.clone(),
+        public_ip_only: shared.cfg.public_ip_only,
         events: shared.events.clone(),
         io: io_cell.clone(),
         runtime: shared.runtime.clone(),
@@ -499,47 +635,76 @@ async fn build_leg(
 
     let remote = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| err("the offer is not valid SDP", &e))?;
     pc.set_remote_description(remote).await.map_err(|e| err("the offer was refused", &e))?;
-    let audio_ssrc: u32 = rand_ssrc();
-    let video_ssrc: u32 = rand_ssrc();
     let stream = format!("one2one-{}", call.0);
-    let audio_out = Arc::new(local_track(&stream, "audio", RtpCodecKind::Audio, audio_ssrc, opus()));
-    let video_out = Arc::new(local_track(&stream, "video", RtpCodecKind::Video, video_ssrc, video.codec()));
-    let audio_sender = pc.add_track(audio_out.clone()).await.map_err(|e| err("adding the audio track", &e))?;
-    let video_sender = pc.add_track(video_out.clone()).await.map_err(|e| err("adding the video track", &e))?;
+    // This leg sends what the other user sends and this one receives.
+    let from_other = idx(leg.other());
+    let mut audio = None;
+    if common.audio_to[from_other] {
+        audio = Some(
+            add_out(&pc, &stream, RtpCodecKind::Audio, opus()).await.map_err(|e| err("adding the audio track", &e))?,
+        );
+    }
+    let mut video = None;
+    if let Some(codec) = common.video.filter(|_| common.video_to[from_other]) {
+        video = Some((
+            add_out(&pc, &stream, RtpCodecKind::Video, codec.codec())
+                .await
+                .map_err(|e| err("adding the video track", &e))?,
+            codec,
+        ));
+    }
     let answer = pc.create_answer(None).await.map_err(|e| err("creating the answer", &e))?;
     pc.set_local_description(answer).await.map_err(|e| err("applying the answer", &e))?;
     let sdp = pc.local_description().await.map(|d| d.sdp).ok_or("the answer vanished")?;
-    let pt_of = async |sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>, mime: &str| -> u8 {
-        sender
-            .get_parameters()
-            .await
-            .ok()
-            .and_then(|p| {
-                p.rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                    .map(|c| c.payload_type)
-            })
-            .unwrap_or(0)
+    let sdp = advertise_sdp(&sdp, &shared.cfg.public_ips, shared.cfg.public_ip_only);
+    // A track whose codec did not make it into the answer sends nothing.
+    let audio_out = match audio {
+        Some((sender, out)) => negotiated(sender, out, "audio/opus").await,
+        None => None,
     };
-    let audio_pt = pt_of(audio_sender, "audio/opus").await;
-    let video_pt = pt_of(video_sender, video.mime()).await;
-    if audio_pt == 0 && video_pt == 0 {
-        return Err("the offer has neither Opus audio nor a usable video codec".into());
-    }
-    tracing::debug!(%call, ?leg, audio_pt, video_pt, ?video, "leg negotiated");
+    let video_out = match video {
+        Some(((sender, out), codec)) => negotiated(sender, out, codec.mime()).await,
+        None => None,
+    };
+    tracing::debug!(
+        %call, ?leg,
+        audio_pt = audio_out.as_ref().map(|o| o.pt),
+        video_pt = video_out.as_ref().map(|o| o.pt),
+        video = ?common.video,
+        "leg negotiated"
+    );
     let io = LegIo {
         audio_out,
         video_out,
-        audio_ssrc,
-        video_ssrc,
-        audio_pt,
-        video_pt,
         remote_video: Mutex::new(None),
         connected: AtomicBool::new(false),
+        flowed: AtomicBool::new(false),
     };
     Ok((io, sdp))
+}
+
+type Sender = Arc<dyn webrtc::rtp_transceiver::RtpSender>;
+
+/// Adds an outgoing track of `kind` with a fresh SSRC.
+async fn add_out(
+    pc: &Arc<dyn PeerConnection>,
+    stream: &str,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> webrtc::error::Result<(Sender, (Arc<TrackLocalStaticRTP>, u32))> {
+    let ssrc = rand_ssrc();
+    let id = if kind == RtpCodecKind::Video { "video" } else { "audio" };
+    let track = Arc::new(local_track(stream, id, kind, ssrc, codec));
+    let sender = pc.add_track(track.clone()).await?;
+    Ok((sender, (track, ssrc)))
+}
+
+/// The track with the payload type its codec got in the answer, if any.
+async fn negotiated(sender: Sender, (track, ssrc): (Arc<TrackLocalStaticRTP>, u32), mime: &str) -> Option<Out> {
+    let params = sender.get_parameters().await.ok()?;
+    let pt =
+        params.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))?.payload_type;
+    (pt != 0).then_some(Out { track, ssrc, pt })
 }
 
 fn local_track(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> TrackLocalStaticRTP {
@@ -561,15 +726,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn public_ip_replaces_host_addresses_only() {
+    fn public_ip_is_added_next_to_host_candidates() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let host = "candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host";
+        assert_eq!(
+            advertise(host, &[ip], false),
+            [host, "candidate:11 1 udp 1694498815 203.0.113.7 40000 typ srflx raddr 10.0.0.5 rport 40000"]
+        );
+        // Trailing attributes are kept on both.
+        let gen0 = "candidate:3 1 udp 2130706431 10.0.0.5 40000 typ host generation 0";
+        assert_eq!(
+            advertise(gen0, &[v6, ip], false)[1],
+            "candidate:31 1 udp 1694498815 203.0.113.7 40000 typ srflx raddr 10.0.0.5 rport 40000 generation 0"
+        );
+        // Only the family's own public address; none of it: unchanged.
+        assert_eq!(advertise(host, &[v6], false), [host]);
+        // The public address itself is not doubled.
+        assert_eq!(advertise("candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host", &[ip], false).len(), 1);
+        let srflx = "candidate:2 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 40000";
+        assert_eq!(advertise(srflx, &[ip], false), [srflx]);
+        assert_eq!(advertise("garbage", &[ip], false), ["garbage"]);
+        assert_eq!(advertise("", &[ip], false), [""]);
+        assert_eq!(advertise(host, &[], false), [host]);
+    }
+
+    #[test]
+    fn public_ip_only_replaces_host_addresses() {
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(
-            advertise("candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host", &[ip]),
-            "candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"
+            advertise("candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host", &[ip], true),
+            ["candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"]
         );
         let srflx = "candidate:2 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 10.0.0.5 rport 40000";
-        assert_eq!(advertise(srflx, &[ip]), srflx);
-        assert_eq!(advertise("garbage", &[ip]), "garbage");
+        assert_eq!(advertise(srflx, &[ip], true), [srflx]);
+    }
+
+    #[test]
+    fn candidates_in_an_answer_are_advertised_too() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let sdp = "v=0\r\nm=audio 9 UDP 111\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\na=end-of-candidates\r\n";
+        assert_eq!(
+            advertise_sdp(sdp, &[ip], false),
+            "v=0\r\nm=audio 9 UDP 111\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+             a=candidate:11 1 udp 1694498815 203.0.113.7 40000 typ srflx raddr 10.0.0.5 rport 40000\r\na=end-of-candidates\r\n"
+        );
+        assert_eq!(
+            advertise_sdp(sdp, &[ip], true),
+            "v=0\r\nm=audio 9 UDP 111\r\na=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host\r\na=end-of-candidates\r\n"
+        );
+        assert_eq!(advertise_sdp(sdp, &[], false), sdp);
     }
 
     #[test]
