@@ -33,15 +33,20 @@ export async function until(what, fn, ms = 20000, every = 100) {
   throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
 }
 
-/// Starts one2one-server on IP:port and waits for /healthz.
+/// Starts one2one-server on IP:port and waits for /healthz. With `--http`
+/// in `extra` the URLs are http:// and ws://. ONE2ONE_WEB_ROOT (e.g.
+/// server/static) serves the page from that folder instead of the copy
+/// compiled in, to try page changes without rebuilding.
 export async function startServer(port, extra = []) {
   const bin = process.env.ONE2ONE_SERVER_BIN || join(ROOT, 'target/debug/one2one-server');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run cargo build -p one2one-server`);
-  const proc = spawn(bin, ['--listen', `${IP}:${port}`, '--media-ip', IP, ...extra], {
+  const webRoot = process.env.ONE2ONE_WEB_ROOT ? ['--web-root', process.env.ONE2ONE_WEB_ROOT] : [];
+  const proc = spawn(bin, ['--listen', `${IP}:${port}`, '--media-ip', IP, ...webRoot, ...extra], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn,one2one_server=info' },
   });
-  const url = `https://${IP}:${port}`;
+  const http = extra.includes('--http');
+  const url = `${http ? 'http' : 'https'}://${IP}:${port}`;
   await until('the server to answer /healthz', async () => {
     if (proc.exitCode !== null) throw new Error(`one2one-server exited with ${proc.exitCode}`);
     const { execFileSync } = await import('node:child_process');
@@ -49,10 +54,18 @@ export async function startServer(port, extra = []) {
       return execFileSync('curl', ['-sk', `${url}/healthz`], { encoding: 'utf8' }).trim() === 'ok';
     } catch { return false; }
   }, 20000, 100);
-  return { proc, url, wsUrl: `wss://${IP}:${port}/one2one`, stop: () => proc.kill('SIGTERM') };
+  const exited = new Promise((r) => { if (proc.exitCode !== null) r(proc.exitCode); else proc.on('exit', (c, sig) => r(c ?? sig)); });
+  return { proc, url, exited, wsUrl: `${http ? 'ws' : 'wss'}://${IP}:${port}/one2one`, stop: () => proc.kill('SIGTERM') };
 }
 
-export async function launchBrowser() {
+/// Headless Chromium with a fake camera and microphone, every permission
+/// prompt answered yes. Options, for pages that must miss something:
+///   fakeDevices: the value of --use-fake-device-for-media-stream
+///     ('device-count=0': no camera, the fake microphone still there);
+///   fakeUi: false leaves out --use-fake-ui-for-media-stream, so only
+///     what `permissions` grants (e.g. ['microphone']) is allowed;
+///   permissions, origin: granted with context.grantPermissions.
+export async function launchBrowser({ fakeDevices = '', fakeUi = true, permissions = null, origin } = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: apt-get install chromium (scripts/install-deps --test does it)`);
   }
@@ -60,13 +73,15 @@ export async function launchBrowser() {
   const args = [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []),
+    fakeDevices ? `--use-fake-device-for-media-stream=${fakeDevices}` : '--use-fake-device-for-media-stream',
     '--disable-features=WebRtcHideLocalIpsWithMdns', '--ignore-certificate-errors',
     '--autoplay-policy=no-user-gesture-required',
   ];
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM, headless: true, args, ignoreHTTPSErrors: true,
   });
+  if (permissions) await context.grantPermissions(permissions, origin ? { origin } : undefined);
   return context;
 }
 
