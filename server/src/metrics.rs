@@ -1,11 +1,18 @@
 //! Prometheus text exposition, by hand: a few atomics and one histogram.
+//!
+//! The signaling core counts call outcomes and refusals in plain numbers
+//! ([`Counters`]); the hub copies them here with [`Metrics::store_core`]
+//! after each batch of outputs.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds of the call-setup histogram, in seconds.
-const SETUP_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0];
+use crate::signaling::{CallRefusal, Counters, EndReason, RegistrationRefusal};
+
+/// Upper bounds of the call-setup histogram (accept to media flowing both
+/// ways), in seconds.
+pub const SETUP_BUCKETS: [f64; 12] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -19,6 +26,10 @@ pub struct Metrics {
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
     setup_count: AtomicU64,
     setup_sum_micros: AtomicU64,
+    calls_started: AtomicU64,
+    calls_ended: [AtomicU64; EndReason::ALL.len()],
+    calls_refused: [AtomicU64; CallRefusal::ALL.len()],
+    registrations_refused: [AtomicU64; RegistrationRefusal::ALL.len()],
 }
 
 impl Metrics {
@@ -32,6 +43,21 @@ impl Metrics {
         self.setup_count.fetch_add(1, Relaxed);
         self.setup_sum_micros.fetch_add(setup.as_micros() as u64, Relaxed);
         self.calls_established.fetch_add(1, Relaxed);
+    }
+
+    /// Copies the signaling core's counters (they only grow, so a plain
+    /// store keeps every series monotonic).
+    pub fn store_core(&self, c: &Counters) {
+        self.calls_started.store(c.calls_started, Relaxed);
+        for (to, from) in [
+            (&self.calls_ended[..], &c.calls_ended[..]),
+            (&self.calls_refused[..], &c.calls_refused[..]),
+            (&self.registrations_refused[..], &c.registrations_refused[..]),
+        ] {
+            for (a, v) in to.iter().zip(from) {
+                a.store(*v, Relaxed);
+            }
+        }
     }
 
     /// Counts one relayed RTP packet of `bytes` payload+header bytes.
@@ -56,7 +82,7 @@ impl Metrics {
         );
         gauge(
             "one2one_calls_established_total",
-            "Calls whose media was set up.",
+            "Calls whose media flowed both ways.",
             "counter",
             self.calls_established.load(Relaxed),
         );
@@ -78,9 +104,39 @@ impl Metrics {
             "counter",
             self.rejected_messages.load(Relaxed),
         );
+        gauge(
+            "one2one_calls_started_total",
+            "Calls that rang a callee; each ends once, in one2one_calls_ended_total.",
+            "counter",
+            self.calls_started.load(Relaxed),
+        );
+        let mut labelled = |name: &str, help: &str, series: &mut dyn Iterator<Item = (&'static str, u64)>| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (reason, v) in series {
+                let _ = writeln!(s, "{name}{{reason=\"{reason}\"}} {v}");
+            }
+        };
+        labelled(
+            "one2one_calls_ended_total",
+            "Calls that rang, by how they ended.",
+            &mut EndReason::ALL.iter().zip(&self.calls_ended).map(|(r, v)| (r.as_str(), v.load(Relaxed))),
+        );
+        labelled(
+            "one2one_calls_refused_total",
+            "Calls refused before anyone was rung, by reason.",
+            &mut CallRefusal::ALL.iter().zip(&self.calls_refused).map(|(r, v)| (r.as_str(), v.load(Relaxed))),
+        );
+        labelled(
+            "one2one_registrations_refused_total",
+            "Refused registrations, by reason.",
+            &mut RegistrationRefusal::ALL
+                .iter()
+                .zip(&self.registrations_refused)
+                .map(|(r, v)| (r.as_str(), v.load(Relaxed))),
+        );
         let name = "one2one_call_setup_seconds";
         let _ =
-            writeln!(s, "# HELP {name} From the callee's accept to both SDP answers sent.\n# TYPE {name} histogram");
+            writeln!(s, "# HELP {name} From the callee's accept to media flowing both ways.\n# TYPE {name} histogram");
         for (bound, bucket) in SETUP_BUCKETS.iter().zip(&self.setup_buckets) {
             let _ = writeln!(s, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
         }

@@ -4,29 +4,49 @@
 //! [`Output`]s, which the driver drains with [`Signaling::poll_output`].
 //! [`Signaling::poll_timeout`] gives the next deadline (ring timeout, media
 //! setup timeout) and [`Signaling::handle_timeout`] acts on it. Nothing here
-//! touches a socket, a task or the clock.
+//! touches a socket, a task or the clock. Counts for the metrics are plain
+//! numbers in [`Signaling::counters`], which the driver copies out.
 //!
 //! Rules (each one a fix of the original tutorial where it had a bug):
-//! - a name is 1 to 64 characters, not only whitespace, without control
-//!   characters ([`shared_proto::validate_name`]), unique, and a socket
-//!   registers at most once (Q8);
+//! - a name is registered NFC-normalised and trimmed, 1 to 64 characters,
+//!   without control, bidi-control or invisible (zero-width, format)
+//!   characters ([`shared_proto::normalize_name`]); it is unique by
+//!   [`shared_proto::name_key`] (case- and width-insensitive: `Alice` holds
+//!   `ALICE` too) and shown as given; a socket registers at most once (Q8);
+//! - `call` finds its callee by the same key (calling `ALICE` rings `Alice`);
 //! - every message but `register` needs a registration (Q1);
 //! - the caller is the sender's registered name, whatever `from` says (Q2);
 //! - a callee who is ringing or in a call is busy: the new caller is
 //!   rejected and the callee is never disturbed (Q7);
 //! - glare: a user whose phone is ringing who calls out (their client has not
-//!   seen the `incomingCall` yet) is answered busy, and the call ringing them
+//!   seen the `incomingCall`) is answered busy, and the call ringing them
 //!   goes on untouched: the first call to reach the server wins;
-//! - only the two parties of a call can answer, stop or trickle into it;
+//! - capacity: with [`Config::max_calls`], a call beyond it (counting calls
+//!   ringing, connecting and in progress: all hold or will hold media) is
+//!   refused with [`text::SERVER_BUSY`] before anyone is rung;
+//! - only the two parties of a call can answer, stop or trickle into it; an
+//!   `incomingCallResponse` that does not answer the call ringing the sender
+//!   (wrong `from`, or nothing rings them) gets an `error` and leaves the
+//!   sender's call as it is; only a socket without any call gets the
+//!   original's `stopCommunication "unknown from = X"`;
 //! - client candidates are queued per leg until the media leg exists and
 //!   are never dropped (Q4);
 //! - every end of a call that reached the media backend releases it,
-//!   including an end during media setup (Q3).
+//!   including an end during media setup (Q3);
+//! - every call that rang ends exactly once, with one [`EndReason`]: the
+//!   counters satisfy `calls_started == sum(calls_ended) + active_calls`;
+//! - a call is established when the backend reports media flowing both
+//!   ways ([`MediaEvent::Established`]); its set-up time runs from the
+//!   callee's accept to then, and a call that is not established
+//!   [`Config::setup_timeout`] after the accept ends ("media setup timed
+//!   out"), answered or not;
+//! - every client-supplied string that reaches a log line goes through
+//!   [`shared_proto::log_safe`] (escaped, quoted, cut at 64 characters).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use shared_proto::{CallAnswer, ClientMsg, IceCandidate, ServerMsg, text};
+use shared_proto::{CallAnswer, ClientMsg, IceCandidate, ServerMsg, log_safe, text};
 
 /// One signaling connection (WebSocket).
 pub type ConnId = u64;
@@ -78,9 +98,26 @@ pub enum MediaCmd {
 /// What the media backend reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    Answers { call: CallId, caller_answer: String, callee_answer: String },
-    Candidate { call: CallId, leg: Leg, candidate: IceCandidate },
-    Failed { call: CallId, reason: String },
+    Answers {
+        call: CallId,
+        caller_answer: String,
+        callee_answer: String,
+    },
+    Candidate {
+        call: CallId,
+        leg: Leg,
+        candidate: IceCandidate,
+    },
+    Failed {
+        call: CallId,
+        reason: String,
+    },
+    /// Media has flowed both ways (each leg has received RTP that was
+    /// forwarded to the other). Ends the call's set-up time; repeats and
+    /// events for calls that are gone are ignored.
+    Established {
+        call: CallId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +134,8 @@ pub enum Input {
 pub enum Output {
     Send(ConnId, ServerMsg),
     Media(MediaCmd),
-    /// Both answers were sent; `setup` runs from the callee's accept.
+    /// Media flows both ways ([`MediaEvent::Established`]); `setup` runs
+    /// from the callee's accept. Once per call at most.
     Established {
         call: CallId,
         setup: Duration,
@@ -107,12 +145,19 @@ pub enum Output {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub ring_timeout: Duration,
+    /// From the callee's accept until media flows both ways
+    /// ([`MediaEvent::Established`]); a call not there by then ends with
+    /// "media setup timed out".
     pub setup_timeout: Duration,
     /// Candidates kept per user before a call leg exists.
     pub max_pending_candidates: usize,
     /// Candidates older than this are not carried into a new call: they
     /// belong to a connection attempt that is over.
     pub pending_candidate_ttl: Duration,
+    /// Calls that may hold media at once (ringing, connecting or in
+    /// progress); a `call` beyond it is refused with [`text::SERVER_BUSY`]
+    /// before the callee is rung. `None`: no limit.
+    pub max_calls: Option<usize>,
 }
 
 impl Default for Config {
@@ -122,15 +167,19 @@ impl Default for Config {
             setup_timeout: Duration::from_secs(30),
             max_pending_candidates: 64,
             pending_candidate_ttl: Duration::from_secs(10),
+            max_calls: None,
         }
     }
 }
 
-pub use shared_proto::{MAX_NAME_CHARS, validate_name};
+pub use shared_proto::{MAX_NAME_CHARS, name_key, normalize_name, validate_name};
 
 #[derive(Debug, Default)]
 struct Conn {
+    /// The registered name, as shown (NFC, trimmed, case kept).
     name: Option<String>,
+    /// Its [`name_key`], the key of `Signaling::names`.
+    key: Option<String>,
     call: Option<CallId>,
     /// Candidates received while this user had no leg to give them to
     /// (the browser may trickle before its `call` or its accept arrives).
@@ -140,7 +189,9 @@ struct Conn {
 #[derive(Debug)]
 enum Phase {
     Ringing,
-    Connecting { accepted: Instant },
+    /// Accepted; the backend builds the legs.
+    Connecting,
+    /// Both answers are out.
     Active,
 }
 
@@ -153,6 +204,10 @@ struct Call {
     deadline: Option<Instant>,
     /// The caller's candidates that arrive while it rings.
     caller_queue: Vec<IceCandidate>,
+    /// When the callee accepted.
+    accepted: Option<Instant>,
+    /// Media has flowed both ways ([`MediaEvent::Established`]).
+    established: bool,
 }
 
 impl Call {
@@ -176,7 +231,7 @@ impl Call {
     }
 }
 
-/// How a call ended, for the log and for what each side is told.
+/// How a call ended, for the log, the metrics and what each side is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
     Declined,
@@ -190,6 +245,19 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, in the order of [`Counters::calls_ended`].
+    pub const ALL: [EndReason; 8] = [
+        EndReason::Declined,
+        EndReason::Busy,
+        EndReason::Cancelled,
+        EndReason::NoAnswer,
+        EndReason::HangUp,
+        EndReason::Disconnected,
+        EndReason::MediaFailed,
+        EndReason::Shutdown,
+    ];
+
+    /// The `reason` of the log line and of `one2one_calls_ended_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Declined => "declined",
@@ -202,6 +270,120 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
         }
     }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a `call` was refused before anyone was rung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallRefusal {
+    /// The callee is ringing or in a call ([`text::BUSY`]).
+    Busy,
+    /// The caller is being rung and called out ([`text::BUSY`]).
+    Glare,
+    /// The caller has a call of their own ([`text::ALREADY_IN_CALL`]).
+    AlreadyInCall,
+    /// The caller called their own name ([`text::SELF_CALL`]).
+    SelfCall,
+    /// Nobody is registered under that name (`"rejected: "`).
+    UnknownUser,
+    /// The `call` had no SDP offer ([`text::NO_OFFER`]).
+    NoOffer,
+    /// [`Config::max_calls`] calls hold media ([`text::SERVER_BUSY`]).
+    ServerBusy,
+}
+
+impl CallRefusal {
+    /// Every refusal, in the order of [`Counters::calls_refused`].
+    pub const ALL: [CallRefusal; 7] = [
+        CallRefusal::Busy,
+        CallRefusal::Glare,
+        CallRefusal::AlreadyInCall,
+        CallRefusal::SelfCall,
+        CallRefusal::UnknownUser,
+        CallRefusal::NoOffer,
+        CallRefusal::ServerBusy,
+    ];
+
+    /// The `reason` of the log line and of `one2one_calls_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallRefusal::Busy => "busy",
+            CallRefusal::Glare => "glare",
+            CallRefusal::AlreadyInCall => "already_in_call",
+            CallRefusal::SelfCall => "self_call",
+            CallRefusal::UnknownUser => "unknown_user",
+            CallRefusal::NoOffer => "no_offer",
+            CallRefusal::ServerBusy => "server_busy",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a `register` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationRefusal {
+    /// Another connection holds the name, or one with the same key.
+    NameTaken,
+    /// [`normalize_name`] refused it.
+    NameInvalid,
+    /// The connection already has a name.
+    AlreadyRegistered,
+}
+
+impl RegistrationRefusal {
+    /// Every refusal, in the order of [`Counters::registrations_refused`].
+    pub const ALL: [RegistrationRefusal; 3] =
+        [RegistrationRefusal::NameTaken, RegistrationRefusal::NameInvalid, RegistrationRefusal::AlreadyRegistered];
+
+    /// The `reason` of the log line and of
+    /// `one2one_registrations_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationRefusal::NameTaken => "name_taken",
+            RegistrationRefusal::NameInvalid => "name_invalid",
+            RegistrationRefusal::AlreadyRegistered => "already_registered",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the core has counted since it started: plain numbers, copied into
+/// the metrics by the driver. Every call in `calls_started` is either still
+/// in [`Signaling::active_calls`] or counted once in `calls_ended`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls that rang a callee.
+    pub calls_started: u64,
+    /// Ended calls, indexed like [`EndReason::ALL`].
+    pub calls_ended: [u64; EndReason::ALL.len()],
+    /// Calls refused before ringing, indexed like [`CallRefusal::ALL`].
+    pub calls_refused: [u64; CallRefusal::ALL.len()],
+    /// Refused registrations, indexed like [`RegistrationRefusal::ALL`].
+    pub registrations_refused: [u64; RegistrationRefusal::ALL.len()],
+}
+
+impl Counters {
+    pub fn ended(&self, reason: EndReason) -> u64 {
+        self.calls_ended[reason.index()]
+    }
+    pub fn ended_total(&self) -> u64 {
+        self.calls_ended.iter().sum()
+    }
+    pub fn refused(&self, reason: CallRefusal) -> u64 {
+        self.calls_refused[reason.index()]
+    }
+    pub fn registration_refused(&self, reason: RegistrationRefusal) -> u64 {
+        self.registrations_refused[reason.index()]
+    }
 }
 
 /// Registry plus calls. See the module docs for the rules.
@@ -209,11 +391,13 @@ impl EndReason {
 pub struct Signaling {
     config: Config,
     conns: HashMap<ConnId, Conn>,
+    /// [`name_key`] of each registered name → its connection.
     names: HashMap<String, ConnId>,
     calls: HashMap<CallId, Call>,
     deadlines: BTreeSet<(Instant, CallId)>,
     next_call: u64,
     out: VecDeque<Output>,
+    counters: Counters,
 }
 
 impl Signaling {
@@ -226,6 +410,7 @@ impl Signaling {
             deadlines: BTreeSet::new(),
             next_call: 1,
             out: VecDeque::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -233,6 +418,7 @@ impl Signaling {
         self.names.len()
     }
 
+    /// Calls ringing, connecting or in progress.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
     }
@@ -241,9 +427,26 @@ impl Signaling {
         self.conns.len()
     }
 
+    /// What the core has counted (for the metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The registered name of a connection, if any.
     pub fn name_of(&self, conn: ConnId) -> Option<&str> {
         self.conns.get(&conn).and_then(|c| c.name.as_deref())
+    }
+
+    /// The connection registered under a name with the same [`name_key`].
+    pub fn conn_of(&self, name: &str) -> Option<ConnId> {
+        self.names.get(&name_key(name)).copied()
+    }
+
+    /// The caller's registered name of the call ringing `conn`, if one does.
+    pub fn ringing_from(&self, conn: ConnId) -> Option<&str> {
+        let id = self.conns.get(&conn)?.call?;
+        let call = self.calls.get(&id)?;
+        (matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee)).then(|| call.name(Leg::Caller))
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -286,7 +489,10 @@ impl Signaling {
             }
             match call.phase {
                 Phase::Ringing => self.end_call(id, EndReason::NoAnswer, None),
-                Phase::Connecting { .. } => {
+                // Not answered, or answered but media has not flowed both
+                // ways in time.
+                Phase::Connecting => self.end_call(id, EndReason::MediaFailed, Some("media setup timed out".into())),
+                Phase::Active if !call.established => {
                     self.end_call(id, EndReason::MediaFailed, Some("media setup timed out".into()))
                 }
                 Phase::Active => {}
@@ -322,30 +528,55 @@ impl Signaling {
         }
     }
 
-    fn on_register(&mut self, conn: ConnId, name: String) {
+    fn on_register(&mut self, conn: ConnId, raw: String) {
         if let Some(current) = self.name_of(conn) {
             let msg = text::already_registered(current);
-            self.send(conn, ServerMsg::register_rejected(msg));
+            self.refuse_registration(conn, RegistrationRefusal::AlreadyRegistered, &raw, msg);
             return;
         }
-        if let Err(reason) = validate_name(&name) {
-            self.send(conn, ServerMsg::register_rejected(reason));
+        let name = match normalize_name(&raw) {
+            Ok(name) => name,
+            Err(msg) => {
+                self.refuse_registration(conn, RegistrationRefusal::NameInvalid, &raw, msg);
+                return;
+            }
+        };
+        let key = name_key(&name);
+        if let Some(&holder) = self.names.get(&key) {
+            // The holder's spelling: that is the name in use.
+            let msg = text::name_taken(self.name_of(holder).unwrap_or(&name));
+            self.refuse_registration(conn, RegistrationRefusal::NameTaken, &raw, msg);
             return;
         }
-        if self.names.contains_key(&name) {
-            self.send(conn, ServerMsg::register_rejected(text::name_taken(&name)));
-            return;
-        }
-        tracing::info!(conn, user = %name, "registered");
-        self.names.insert(name.clone(), conn);
+        tracing::info!(conn, user = %log_safe(&name), "registered");
+        self.names.insert(key.clone(), conn);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name);
+            c.key = Some(key);
         }
         self.send(conn, ServerMsg::register_accepted());
     }
 
+    fn refuse_registration(&mut self, conn: ConnId, why: RegistrationRefusal, raw: &str, msg: String) {
+        self.counters.registrations_refused[why.index()] += 1;
+        tracing::info!(conn, name = %log_safe(raw), reason = why.as_str(), detail = %log_safe(&msg), "registration refused");
+        self.send(conn, ServerMsg::register_rejected(msg));
+    }
+
+    /// Refuses a `call` before anyone is rung: counted, logged, and the
+    /// caller gets `msg` (a ready `callResponse`).
+    fn refuse_call(&mut self, conn: ConnId, why: CallRefusal, to: &str, msg: ServerMsg) {
+        self.counters.calls_refused[why.index()] += 1;
+        let caller = self.name_of(conn).unwrap_or_default();
+        tracing::info!(conn, caller = %log_safe(caller), callee = %log_safe(to), reason = why.as_str(), "call refused");
+        self.send(conn, msg);
+    }
+
     fn on_call(&mut self, now: Instant, conn: ConnId, to: String, offer: String) {
-        let caller_name = self.name_of(conn).unwrap_or_default().to_owned();
+        let (caller_name, caller_key) = match self.conns.get(&conn) {
+            Some(Conn { name: Some(name), key: Some(key), .. }) => (name.clone(), key.clone()),
+            _ => return,
+        };
         if let Some(id) = self.conns.get(&conn).and_then(|c| c.call) {
             // Glare: the sender is being rung and called out before its
             // client saw the incomingCall. The call that reached us first
@@ -356,53 +587,66 @@ impl Signaling {
                 .get(&id)
                 .is_some_and(|call| matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee));
             if ringing_me {
-                tracing::info!(%id, caller = %caller_name, callee = %to, "call rejected: the caller is being rung (glare)");
-                self.send(conn, ServerMsg::call_rejected(text::BUSY));
+                self.refuse_call(conn, CallRefusal::Glare, &to, ServerMsg::call_rejected(text::BUSY));
             } else {
-                self.send(conn, ServerMsg::call_rejected(text::ALREADY_IN_CALL));
+                self.refuse_call(
+                    conn,
+                    CallRefusal::AlreadyInCall,
+                    &to,
+                    ServerMsg::call_rejected(text::ALREADY_IN_CALL),
+                );
             }
             return;
         }
-        if to == caller_name {
-            self.send(conn, ServerMsg::call_rejected(text::SELF_CALL));
+        let key = name_key(&to);
+        if key == caller_key {
+            self.refuse_call(conn, CallRefusal::SelfCall, &to, ServerMsg::call_rejected(text::SELF_CALL));
             return;
         }
-        let Some(&callee) = self.names.get(&to) else {
-            tracing::info!(caller = %caller_name, callee = %to, "call rejected: unknown user");
-            self.send(conn, ServerMsg::call_unknown(&to));
+        let Some(callee) = self.names.get(&key).copied() else {
+            self.refuse_call(conn, CallRefusal::UnknownUser, &to, ServerMsg::call_unknown(&to));
             return;
         };
         if self.conns.get(&callee).is_some_and(|c| c.call.is_some()) {
-            tracing::info!(caller = %caller_name, callee = %to, "call rejected: busy");
-            self.send(conn, ServerMsg::call_rejected(text::BUSY));
+            self.refuse_call(conn, CallRefusal::Busy, &to, ServerMsg::call_rejected(text::BUSY));
             return;
         }
         if offer.trim().is_empty() {
-            self.send(conn, ServerMsg::call_rejected("The call carries no SDP offer"));
+            self.refuse_call(conn, CallRefusal::NoOffer, &to, ServerMsg::call_rejected(text::NO_OFFER));
             return;
         }
+        if let Some(max) = self.config.max_calls
+            && self.calls.len() >= max
+        {
+            self.refuse_call(conn, CallRefusal::ServerBusy, &to, ServerMsg::call_rejected(text::SERVER_BUSY));
+            return;
+        }
+        let callee_name = self.name_of(callee).unwrap_or_default().to_owned();
         let id = CallId(self.next_call);
         self.next_call += 1;
         let caller_queue = self.take_pending(now, conn);
         let deadline = now + self.config.ring_timeout;
+        tracing::info!(%id, conn, caller = %log_safe(&caller_name), callee = %log_safe(&callee_name), "call ringing");
         self.calls.insert(
             id,
             Call {
                 parties: [conn, callee],
-                names: [caller_name.clone(), to.clone()],
+                names: [caller_name.clone(), callee_name],
                 caller_offer: offer,
                 phase: Phase::Ringing,
                 deadline: Some(deadline),
                 caller_queue,
+                accepted: None,
+                established: false,
             },
         );
+        self.counters.calls_started += 1;
         self.deadlines.insert((deadline, id));
         for party in [conn, callee] {
             if let Some(c) = self.conns.get_mut(&party) {
                 c.call = Some(id);
             }
         }
-        tracing::info!(%id, caller = %caller_name, callee = %to, "call ringing");
         self.send(callee, ServerMsg::IncomingCall { from: caller_name });
     }
 
@@ -416,16 +660,28 @@ impl Signaling {
         message: Option<String>,
     ) {
         // Only the callee of a ringing call, answering that caller, counts.
-        let ringing = self.conns.get(&conn).and_then(|c| c.call).and_then(|id| {
-            let call = self.calls.get(&id)?;
-            let ok = matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee);
-            ok.then_some(id)
-        });
-        let Some(id) = ringing.filter(|id| self.calls[id].name(Leg::Caller) == from) else {
-            // The original's answer when the caller is gone (or never was).
-            self.send(conn, ServerMsg::stop(format!("unknown from = {from}")));
+        let Some((id, call)) =
+            self.conns.get(&conn).and_then(|c| c.call).and_then(|id| Some((id, self.calls.get(&id)?)))
+        else {
+            // No call at all: the original's answer when the caller is gone
+            // (or never was). The client has nothing to keep in step.
+            tracing::debug!(conn, from = %log_safe(&from), "incomingCallResponse without a call");
+            self.send(conn, ServerMsg::stop(text::unknown_from(&from)));
             return;
         };
+        if !matches!(call.phase, Phase::Ringing) || call.leg_of(conn) != Some(Leg::Callee) {
+            // The sender's own call goes on: a stopCommunication here would
+            // make its client drop a call the server keeps.
+            tracing::info!(%id, conn, from = %log_safe(&from), "incomingCallResponse refused: nothing rings this user");
+            self.send(conn, ServerMsg::error(text::answer_without_ringing(&from)));
+            return;
+        }
+        if name_key(&from) != name_key(call.name(Leg::Caller)) {
+            let caller = call.name(Leg::Caller).to_owned();
+            tracing::info!(%id, conn, from = %log_safe(&from), caller = %log_safe(&caller), "incomingCallResponse refused: wrong from; the call still rings");
+            self.send(conn, ServerMsg::error(text::answer_wrong_from(&from, &caller)));
+            return;
+        }
         match answer {
             CallAnswer::Reject => {
                 let reason =
@@ -444,10 +700,11 @@ impl Signaling {
                     self.deadlines.remove(&(old, id));
                 }
                 self.deadlines.insert((deadline, id));
-                call.phase = Phase::Connecting { accepted: now };
+                call.phase = Phase::Connecting;
+                call.accepted = Some(now);
                 let caller_offer = std::mem::take(&mut call.caller_offer);
                 let caller_queue = std::mem::take(&mut call.caller_queue);
-                tracing::info!(%id, caller = %call.names[0], callee = %call.names[1], "call accepted");
+                tracing::info!(%id, caller = %log_safe(&call.names[0]), callee = %log_safe(&call.names[1]), "call accepted");
                 self.media(MediaCmd::Start { call: id, caller_offer, callee_offer });
                 for candidate in caller_queue {
                     self.media(MediaCmd::AddCandidate { call: id, leg: Leg::Caller, candidate });
@@ -531,8 +788,10 @@ impl Signaling {
         if let Some(c) = self.conns.remove(&conn)
             && let Some(name) = c.name
         {
-            tracing::info!(conn, user = %name, "unregistered");
-            self.names.remove(&name);
+            tracing::info!(conn, user = %log_safe(&name), "unregistered");
+            if let Some(key) = c.key {
+                self.names.remove(&key);
+            }
         }
     }
 
@@ -549,19 +808,37 @@ impl Signaling {
                     // The call ended during setup; its Release is already out.
                     return;
                 };
-                let Phase::Connecting { accepted } = call.phase else {
+                let Phase::Connecting = call.phase else {
                     return;
                 };
                 call.phase = Phase::Active;
-                if let Some(old) = call.deadline.take() {
+                // The setup deadline runs on until media flows both ways.
+                if call.established
+                    && let Some(old) = call.deadline.take()
+                {
                     self.deadlines.remove(&(old, id));
                 }
                 let (caller, callee) = (call.conn(Leg::Caller), call.conn(Leg::Callee));
-                let setup = now.saturating_duration_since(accepted);
-                tracing::info!(%id, caller = %call.names[0], callee = %call.names[1], setup_ms = setup.as_millis() as u64, "call established");
+                tracing::info!(%id, caller = %log_safe(&call.names[0]), callee = %log_safe(&call.names[1]), "call answered: both SDP answers sent");
                 // The original's order: the callee hears first.
                 self.send(callee, ServerMsg::StartCommunication { sdp_answer: callee_answer });
                 self.send(caller, ServerMsg::call_accepted(caller_answer));
+            }
+            MediaEvent::Established { call: id } => {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let Some(accepted) = call.accepted.filter(|_| !call.established) else {
+                    return;
+                };
+                call.established = true;
+                if matches!(call.phase, Phase::Active)
+                    && let Some(old) = call.deadline.take()
+                {
+                    self.deadlines.remove(&(old, id));
+                }
+                let setup = now.saturating_duration_since(accepted);
+                tracing::info!(%id, caller = %log_safe(&call.names[0]), callee = %log_safe(&call.names[1]), setup_ms = setup.as_millis() as u64, "call established: media flows both ways");
                 self.out.push_back(Output::Established { call: id, setup });
             }
             MediaEvent::Failed { call, reason } => {
@@ -585,6 +862,7 @@ impl Signaling {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
+        self.counters.calls_ended[reason.index()] += 1;
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, id));
         }
@@ -597,9 +875,17 @@ impl Signaling {
         let caller = call.conn(Leg::Caller);
         let callee = call.conn(Leg::Callee);
         let ringing = matches!(call.phase, Phase::Ringing);
-        let connecting = matches!(call.phase, Phase::Connecting { .. });
+        let connecting = matches!(call.phase, Phase::Connecting);
         let who = by.and_then(|b| call.leg_of(b));
-        tracing::info!(%id, caller = %call.names[0], callee = %call.names[1], reason = reason.as_str(), by = who.map(|l| call.name(l)), detail = detail.as_deref(), "call ended");
+        tracing::info!(
+            %id,
+            caller = %log_safe(&call.names[0]),
+            callee = %log_safe(&call.names[1]),
+            reason = reason.as_str(),
+            by = who.map(|l| log_safe(call.name(l))).map(tracing::field::display),
+            detail = detail.as_deref().map(log_safe).map(tracing::field::display),
+            "call ended"
+        );
         // The caller waits for a callResponse until the call is established;
         // after that, and for the callee, the end is a stopCommunication.
         let caller_waits = ringing || connecting;

@@ -13,11 +13,15 @@ struct H {
     now: Instant,
     sent: Vec<(ConnId, String)>,
     media: Vec<MediaCmd>,
+    established: Vec<(CallId, Duration)>,
 }
 
 impl H {
     fn new() -> Self {
-        H { sig: Signaling::new(Config::default()), now: Instant::now(), sent: vec![], media: vec![] }
+        H::with(Config::default())
+    }
+    fn with(config: Config) -> Self {
+        H { sig: Signaling::new(config), now: Instant::now(), sent: vec![], media: vec![], established: vec![] }
     }
     fn input(&mut self, i: Input) {
         self.sig.handle(self.now, i);
@@ -28,7 +32,7 @@ impl H {
             match o {
                 Output::Send(c, m) => self.sent.push((c, encode(&m))),
                 Output::Media(m) => self.media.push(m),
-                Output::Established { .. } => {}
+                Output::Established { call, setup } => self.established.push((call, setup)),
             }
         }
     }
@@ -62,7 +66,7 @@ impl H {
     fn nothing_sent(&self) {
         assert!(self.sent.is_empty(), "unexpected: {:?}", self.sent);
     }
-    /// alice (1) calls bob (2); bob accepts; media answers.
+    /// alice (1) calls bob (2); bob accepts; media answers, then flows.
     fn in_call(&mut self) -> CallId {
         self.user(1, "alice");
         self.user(2, "bob");
@@ -76,6 +80,7 @@ impl H {
         self.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
         assert_eq!(self.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
         assert_eq!(self.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
+        self.input(Input::Media(MediaEvent::Established { call }));
         call
     }
 }
@@ -314,9 +319,15 @@ fn third_party_cannot_touch_a_call() {
     h.msg(3, r#"{"id":"onIceCandidate","candidate":{"candidate":"evil","sdpMid":"0","sdpMLineIndex":0}}"#);
     h.nothing_sent();
     assert!(h.take_media().is_empty());
-    // The caller cannot answer its own call either.
+    // The caller cannot answer its own call either; its call goes on, so it
+    // is not told to stop.
     h.msg(1, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"X"}"#);
-    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"unknown from = alice"}"#]);
+    assert_eq!(
+        h.take(1),
+        [
+            r#"{"id":"error","message":"incomingCallResponse from = alice: no incoming call rings here; your current call goes on"}"#
+        ]
+    );
     // The real callee still can, and mallory's candidate is nowhere.
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let cmds = h.take_media();
@@ -527,14 +538,14 @@ fn shutdown_tells_everyone_and_releases() {
 // Any sequence of inputs keeps the invariants: no panic, every Start is
 // released at most once and at most one call per user.
 fn arb_input() -> impl Strategy<Value = (u8, u8, u8)> {
-    (0u8..10, 1u8..5, 0u8..5)
+    (0u8..11, 1u8..5, 0u8..5)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10_000, .. ProptestConfig::default() })]
     #[test]
     fn state_machine_never_breaks(script in proptest::collection::vec(arb_input(), 1..60)) {
-        let mut h = H::new();
+        let mut h = H::with(Config { max_calls: Some(2), ..Config::default() });
         let names = ["", "alice", "bob", "carol", "dave"];
         let mut started = std::collections::HashSet::new();
         let mut released = std::collections::HashSet::new();
@@ -543,13 +554,18 @@ proptest! {
             let msg = match op {
                 0 => Some(Input::Connected(a)),
                 1 => Some(Input::Message(a, ClientMsg::Register { name: names[b].into() })),
-                2 => Some(Input::Message(a, ClientMsg::Call { from: String::new(), to: names[b].into(), sdp_offer: "O".into() })),
+                2 => {
+                    // Every other call spells the callee in capitals: the same user.
+                    let to = if a % 2 == 0 { names[b].to_uppercase() } else { names[b].to_owned() };
+                    Some(Input::Message(a, ClientMsg::Call { from: String::new(), to, sdp_offer: "O".into() }))
+                }
                 3 => Some(Input::Message(a, ClientMsg::accept(names[b], "O"))),
                 4 => Some(Input::Message(a, ClientMsg::reject(names[b], "bussy"))),
                 5 => Some(Input::Message(a, ClientMsg::OnIceCandidate { candidate: cand("c") })),
                 6 => Some(Input::Message(a, ClientMsg::Stop)),
                 7 => Some(Input::Disconnected(a)),
                 8 => { h.advance(Duration::from_secs(20 * b as u64)); None }
+                10 => started.iter().next().copied().map(|call| Input::Media(MediaEvent::Established { call })),
                 _ => started.iter().next().copied().map(|call| {
                     Input::Media(if b % 2 == 0 {
                         MediaEvent::Answers { call, caller_answer: "A".into(), callee_answer: "B".into() }
@@ -570,8 +586,17 @@ proptest! {
                 }
             }
             h.sent.clear();
+            // Every call that rang has ended exactly once or is still on.
+            let c = h.sig.counters();
+            prop_assert_eq!(c.calls_started, c.ended_total() + h.sig.active_calls() as u64);
+            prop_assert!(h.sig.active_calls() <= 2, "max_calls exceeded");
         }
         prop_assert!(h.sig.active_calls() <= h.sig.connections());
+        let mut seen = std::collections::HashSet::new();
+        for (call, _) in &h.established {
+            prop_assert!(started.contains(call));
+            prop_assert!(seen.insert(*call), "established twice");
+        }
     }
 }
 
@@ -583,5 +608,338 @@ fn server_messages_are_valid_json() {
     h.msg(1, r#"{"id":"stop"}"#);
     for (_, m) in h.sent.drain(..) {
         let _: ServerMsg = shared_proto::decode_server(&m).unwrap();
+    }
+}
+
+// Item 2: a callee answering with a `from` that is not its caller is told
+// which call rings, and that call goes on untouched.
+#[test]
+fn wrong_from_gets_an_error_and_the_ringing_call_goes_on() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.user(3, "carol");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
+    let ring_deadline = h.sig.poll_timeout();
+    for answer in ["accept\",\"sdpOffer\":\"OB", "reject\",\"message\":\"user declined"] {
+        h.msg(2, &format!(r#"{{"id":"incomingCallResponse","from":"carol","callResponse":"{answer}"}}"#));
+        assert_eq!(
+            h.take(2),
+            [r#"{"id":"error","message":"incomingCallResponse from = carol: the call ringing here is from alice"}"#]
+        );
+        h.nothing_sent();
+        assert!(h.take_media().is_empty());
+    }
+    // State: one call, still ringing bob from alice, same deadline.
+    assert_eq!(h.sig.active_calls(), 1);
+    assert_eq!(h.sig.ringing_from(2), Some("alice"));
+    assert_eq!(h.sig.poll_timeout(), ring_deadline);
+    // Others still meet a busy line.
+    h.msg(3, r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"OC"}"#);
+    assert_eq!(h.take(3), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
+    // bob can still accept alice, and the call is set up as usual.
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    let cmds = h.take_media();
+    let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
+    assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
+    let call = *call;
+    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
+    // In the call, another answer is an error too: the call goes on.
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    assert_eq!(
+        h.take(2),
+        [
+            r#"{"id":"error","message":"incomingCallResponse from = alice: no incoming call rings here; your current call goes on"}"#
+        ]
+    );
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+    assert_eq!(h.sig.active_calls(), 1);
+    // The `from` is matched by name key, like `to`.
+    let mut h = H::new();
+    h.user(1, "Alice");
+    h.user(2, "bob");
+    h.msg(1, r#"{"id":"call","from":"Alice","to":"bob","sdpOffer":"OA"}"#);
+    h.take(2);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"ALICE","callResponse":"reject","message":"user declined"}"#);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#]);
+    assert_eq!(h.sig.active_calls(), 0);
+}
+
+// Item 2, wire compatibility: a socket without any call keeps the
+// original's stopCommunication.
+#[test]
+fn answer_without_any_call_keeps_the_original_stop() {
+    let mut h = H::new();
+    h.user(2, "bob");
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"carol","callResponse":"accept","sdpOffer":"OB"}"#);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"unknown from = carol"}"#]);
+    assert_eq!(h.sig.active_calls(), 0);
+}
+
+// Item 3: with max_calls, a call beyond it is refused before ringing.
+#[test]
+fn capacity_is_checked_before_ringing() {
+    let mut h = H::with(Config { max_calls: Some(2), ..Config::default() });
+    for (c, name) in [(1, "a1"), (2, "b1"), (3, "a2"), (4, "b2"), (5, "a3"), (6, "b3")] {
+        h.user(c, name);
+    }
+    // Call 1 in progress, call 2 ringing: both count.
+    h.msg(1, r#"{"id":"call","from":"a1","to":"b1","sdpOffer":"O1"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"a1","callResponse":"accept","sdpOffer":"P1"}"#);
+    let MediaCmd::Start { call: first, .. } = h.take_media()[0].clone() else { panic!() };
+    h.input(Input::Media(MediaEvent::Answers { call: first, caller_answer: "A".into(), callee_answer: "B".into() }));
+    h.msg(3, r#"{"id":"call","from":"a2","to":"b2","sdpOffer":"O2"}"#);
+    h.sent.clear();
+    h.msg(5, r#"{"id":"call","from":"a3","to":"b3","sdpOffer":"O3"}"#);
+    assert_eq!(
+        h.take(5),
+        [
+            r#"{"id":"callResponse","response":"rejected","message":"server busy: no capacity for another call, try again later"}"#
+        ]
+    );
+    // b3 never heard of it, no media was asked for, nothing else changed.
+    h.nothing_sent();
+    assert!(h.take_media().is_empty());
+    assert_eq!(h.sig.active_calls(), 2);
+    assert_eq!(h.sig.counters().refused(CallRefusal::ServerBusy), 1);
+    assert_eq!(h.sig.counters().calls_started, 2);
+    // Refusals of the user's own making still say so first.
+    h.msg(5, r#"{"id":"call","from":"a3","to":"b1","sdpOffer":"O3"}"#);
+    assert_eq!(h.take(5), [r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#]);
+    // A call that ends frees its place: the next call rings.
+    h.msg(3, r#"{"id":"stop"}"#);
+    assert_eq!(h.take(4), [r#"{"id":"stopCommunication","message":"caller cancelled"}"#]);
+    h.msg(5, r#"{"id":"call","from":"a3","to":"b3","sdpOffer":"O3"}"#);
+    assert_eq!(h.take(6), [r#"{"id":"incomingCall","from":"a3"}"#]);
+    assert!(h.take(5).is_empty());
+    // No limit by default.
+    assert_eq!(Config::default().max_calls, None);
+}
+
+// Item 11: every call that rang ends once, with one reason; refusals are
+// counted apart; the counts add up.
+#[test]
+fn ended_by_reason_adds_up_to_started() {
+    let mut h = H::new();
+    let call = h.in_call(); // alice (1) with bob (2)
+    h.user(3, "carol");
+    h.user(4, "dave");
+    h.user(5, "erin");
+    // Refused before ringing: not started.
+    h.msg(3, r#"{"id":"call","from":"carol","to":"bob","sdpOffer":"O"}"#); // busy
+    h.msg(3, r#"{"id":"call","from":"carol","to":"zed","sdpOffer":"O"}"#); // unknown
+    h.msg(3, r#"{"id":"call","from":"carol","to":"CAROL","sdpOffer":"O"}"#); // self
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":" "}"#); // no offer
+    // declined, busy ("bussy"), cancelled, no answer, disconnected, media failed.
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.msg(4, r#"{"id":"incomingCallResponse","from":"carol","callResponse":"reject","message":"user declined"}"#);
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.msg(4, r#"{"id":"incomingCallResponse","from":"carol","callResponse":"reject","message":"bussy"}"#);
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.msg(3, r#"{"id":"stop"}"#);
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.advance(Duration::from_secs(60));
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.msg(4, r#"{"id":"incomingCallResponse","from":"carol","callResponse":"accept","sdpOffer":"P"}"#);
+    let MediaCmd::Start { call: failing, .. } = h.take_media()[0].clone() else { panic!() };
+    h.input(Input::Media(MediaEvent::Failed { call: failing, reason: "no common codec".into() }));
+    h.msg(3, r#"{"id":"call","from":"carol","to":"erin","sdpOffer":"O"}"#);
+    h.input(Input::Disconnected(5));
+    // hang-up of the first call; a last one ended by shutdown.
+    h.msg(1, r#"{"id":"stop"}"#);
+    h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
+    h.input(Input::Shutdown);
+    let c = h.sig.counters().clone();
+    assert_eq!(h.sig.active_calls(), 0);
+    assert_eq!(c.calls_started, 8);
+    for reason in EndReason::ALL {
+        assert_eq!(c.ended(reason), 1, "{}", reason.as_str());
+    }
+    assert_eq!(c.ended_total(), c.calls_started);
+    for (why, n) in [
+        (CallRefusal::Busy, 1),
+        (CallRefusal::UnknownUser, 1),
+        (CallRefusal::SelfCall, 1),
+        (CallRefusal::NoOffer, 1),
+        (CallRefusal::Glare, 0),
+        (CallRefusal::ServerBusy, 0),
+    ] {
+        assert_eq!(c.refused(why), n, "{}", why.as_str());
+    }
+    let _ = call;
+}
+
+// Item 11 and 6: set-up runs from accept to media flowing both ways, once.
+#[test]
+fn setup_time_runs_from_accept_to_media_established() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.advance(Duration::from_secs(5)); // ringing does not count
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
+    h.advance(Duration::from_millis(40));
+    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    assert!(h.established.is_empty(), "answers are not media");
+    h.advance(Duration::from_millis(700));
+    h.input(Input::Media(MediaEvent::Established { call }));
+    h.input(Input::Media(MediaEvent::Established { call }));
+    assert_eq!(h.established, [(call, Duration::from_millis(740))]);
+    h.msg(1, r#"{"id":"stop"}"#);
+    h.input(Input::Media(MediaEvent::Established { call }));
+    assert_eq!(h.established.len(), 1);
+}
+
+/// What bob (2) gets for registering `name` after "Alice" (1) registered.
+fn register_verdict(name: &str) -> String {
+    let mut h = H::new();
+    h.user(1, "Alice");
+    h.connect(2);
+    h.input(Input::Message(2, ClientMsg::Register { name: name.into() }));
+    let mut got = h.take(2);
+    assert_eq!(got.len(), 1, "{got:?}");
+    got.pop().unwrap()
+}
+
+// Item 12: the name rules, as a table of cases.
+#[test]
+fn name_rules_table() {
+    const OK: &str = r#"{"id":"registerResponse","response":"accepted"}"#;
+    let no = |m: &str| format!(r#"{{"id":"registerResponse","response":"rejected ","message":"{m}"}}"#);
+    let taken = no("User Alice is already registered");
+    let invisible = no("user name contains invisible characters (zero-width, format or filler)");
+    let bidi = no("user name contains bidirectional text controls");
+    let empty = no("empty user name");
+    let control = no("user name contains control characters");
+    let too_long = no("user name is longer than 64 characters");
+    let emoji40 = "😀".repeat(40);
+    let x64 = "x".repeat(64);
+    let x65 = "x".repeat(65);
+    let e64 = "e\u{301}".repeat(64); // 128 chars decomposed, 64 composed
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("case variant", "ALICE", taken.clone()),
+        ("case variant", "alice", taken.clone()),
+        ("leading space", " alice", taken.clone()),
+        ("trailing space", "alice ", taken.clone()),
+        ("width variant", "ａｌｉｃｅ", taken.clone()),
+        ("zero-width space", "alice\u{200b}", invisible.clone()),
+        ("zero-width non-joiner", "al\u{200c}ice", invisible.clone()),
+        ("zero-width joiner", "al\u{200d}ice", invisible.clone()),
+        ("word joiner", "\u{2060}alice", invisible.clone()),
+        ("BOM", "\u{feff}alice", invisible.clone()),
+        ("soft hyphen", "ali\u{ad}ce", invisible.clone()),
+        ("Hangul filler", "\u{3164}", invisible.clone()),
+        ("blank Braille", "\u{2800}\u{2800}", invisible.clone()),
+        ("line separator", "a\u{2028}b", invisible.clone()),
+        ("RLO", "\u{202e}ecila", bidi.clone()),
+        ("LRE", "\u{202a}bob", bidi.clone()),
+        ("RLI", "bob\u{2067}", bidi.clone()),
+        ("LRM", "bob\u{200e}", bidi.clone()),
+        ("RLM", "\u{200f}bob", bidi.clone()),
+        ("ALM", "bob\u{61c}", bidi.clone()),
+        ("spaces", "   ", empty.clone()),
+        ("ideographic space", "\u{3000}", empty.clone()),
+        ("empty", "", empty.clone()),
+        ("bell", "a\u{7}b", control.clone()),
+        ("newline", "a\nb", control.clone()),
+        ("DEL", "a\u{7f}", control.clone()),
+        ("65 chars", &x65, too_long.clone()),
+        ("64 chars", &x64, OK.into()),
+        ("40 emoji", &emoji40, OK.into()),
+        ("64 decomposed é", &e64, OK.into()),
+        ("another name", "bob", OK.into()),
+        ("inner space", "alice smith", OK.into()),
+        ("emoji with VS16", "\u{2764}\u{fe0f}", OK.into()),
+        ("accents", "Zoë Ångström", OK.into()),
+    ];
+    for (what, name, want) in &cases {
+        assert_eq!(&register_verdict(name), want, "{what}: {name:?}");
+    }
+}
+
+// Item 12: the registered name is the normalised one; é composed and
+// decomposed are one user; calls find users by key; display keeps case.
+#[test]
+fn names_are_normalised_and_matched_by_key() {
+    let mut h = H::new();
+    h.connect(1);
+    h.input(Input::Message(1, ClientMsg::Register { name: "  Rene\u{301}  ".into() }));
+    assert_eq!(h.take(1), [r#"{"id":"registerResponse","response":"accepted"}"#]);
+    assert_eq!(h.sig.name_of(1), Some("Ren\u{e9}"));
+    h.connect(2);
+    h.input(Input::Message(2, ClientMsg::Register { name: "REN\u{c9}".into() }));
+    assert_eq!(
+        h.take(2),
+        [r#"{"id":"registerResponse","response":"rejected ","message":"User René is already registered"}"#]
+    );
+    h.input(Input::Message(2, ClientMsg::Register { name: "bob".into() }));
+    h.take(2);
+    // bob calls "rené" decomposed, in lower case: René rings, and sees bob.
+    h.input(Input::Message(
+        2,
+        ClientMsg::Call { from: String::new(), to: " rene\u{301}".into(), sdp_offer: "O".into() },
+    ));
+    assert_eq!(h.take(1), [r#"{"id":"incomingCall","from":"bob"}"#]);
+    h.input(Input::Message(1, ClientMsg::reject("bob", "user declined")));
+    assert_eq!(h.take(2), [r#"{"id":"callResponse","response":"rejected","message":"user declined"}"#]);
+    // René calls "BOB": bob is rung by René's registered spelling.
+    h.input(Input::Message(1, ClientMsg::Call { from: String::new(), to: "BOB".into(), sdp_offer: "O".into() }));
+    assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"René"}"#]);
+    // When René leaves, every variant of the name is free.
+    h.input(Input::Disconnected(1));
+    h.connect(3);
+    h.input(Input::Message(3, ClientMsg::Register { name: "rené".into() }));
+    assert_eq!(h.take(3), [r#"{"id":"registerResponse","response":"accepted"}"#]);
+    assert_eq!(h.sig.registered_users(), 2);
+    let c = h.sig.counters();
+    assert_eq!(c.registration_refused(RegistrationRefusal::NameTaken), 1);
+}
+
+// A call answered whose media never flows both ways ends at the setup
+// timeout (counted from the accept), both sides told; one that flows stays.
+#[test]
+fn answered_call_without_media_ends_at_the_setup_timeout() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
+    h.advance(Duration::from_secs(1));
+    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    h.sent.clear();
+    h.advance(Duration::from_secs(28));
+    h.nothing_sent();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take(1), [r#"{"id":"stopCommunication","message":"media setup timed out"}"#]);
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"media setup timed out"}"#]);
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+    assert_eq!(h.sig.counters().ended(EndReason::MediaFailed), 1);
+    assert!(h.established.is_empty());
+    // Established in time: no deadline is left, the call stays.
+    let call = h.in_call_again();
+    assert_eq!(h.sig.poll_timeout(), None);
+    h.advance(Duration::from_secs(3600));
+    h.nothing_sent();
+    assert_eq!(h.sig.active_calls(), 1);
+    assert_eq!(h.established.len(), 1);
+    assert_eq!(h.established[0].0, call);
+}
+
+impl H {
+    /// alice (1) calls bob (2) again, both registered already.
+    fn in_call_again(&mut self) -> CallId {
+        self.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+        self.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+        let MediaCmd::Start { call, .. } = self.take_media()[0].clone() else { panic!() };
+        self.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+        self.input(Input::Media(MediaEvent::Established { call }));
+        self.sent.clear();
+        call
     }
 }

@@ -15,7 +15,12 @@
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod names;
 pub use error::ProtoError;
+pub use names::{
+    LOG_MAX_CHARS, LogSafe, MAX_NAME_CHARS, is_bidi_control, is_invisible, log_safe, name_key, normalize_name,
+    validate_name,
+};
 
 /// The `callResponse` value of an `incomingCallResponse`.
 ///
@@ -224,6 +229,12 @@ pub mod text {
     pub const NAME_TOO_LONG_PREFIX: &str = "user name is longer than ";
     /// `registerResponse.message` for a name with control characters.
     pub const NAME_CONTROL_CHARS: &str = "user name contains control characters";
+    /// `registerResponse.message` for a name with bidirectional text
+    /// controls (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F, U+061C).
+    pub const NAME_BIDI_CHARS: &str = "user name contains bidirectional text controls";
+    /// `registerResponse.message` for a name with characters that draw
+    /// nothing ([`is_invisible`](crate::is_invisible)).
+    pub const NAME_INVISIBLE_CHARS: &str = "user name contains invisible characters (zero-width, format or filler)";
     /// How `registerResponse.message` starts when the connection already
     /// has a name; see [`already_registered`].
     pub const ALREADY_REGISTERED_PREFIX: &str = "This connection is already registered as ";
@@ -232,6 +243,30 @@ pub mod text {
     /// `callResponse.message` when the caller already has a call of their
     /// own (ringing out, connecting or established).
     pub const ALREADY_IN_CALL: &str = "You are already in a call";
+    /// `callResponse.message` when the server has no capacity (media ports)
+    /// for another call; the callee was not rung.
+    pub const SERVER_BUSY: &str = "server busy: no capacity for another call, try again later";
+    /// `callResponse.message` for a `call` without an SDP offer.
+    pub const NO_OFFER: &str = "The call carries no SDP offer";
+
+    /// `error.message` to a callee whose `incomingCallResponse` names a
+    /// `from` other than the caller ringing it; the ringing call goes on.
+    pub fn answer_wrong_from(from: &str, ringing_from: &str) -> String {
+        format!("incomingCallResponse from = {from}: the call ringing here is from {ringing_from}")
+    }
+
+    /// `error.message` to a user in a call (ringing out, connecting or
+    /// established) who sends an `incomingCallResponse`: nothing rings
+    /// them, and their call goes on.
+    pub fn answer_without_ringing(from: &str) -> String {
+        format!("incomingCallResponse from = {from}: no incoming call rings here; your current call goes on")
+    }
+
+    /// `stopCommunication.message` to a socket without a call that answers
+    /// one (the caller is gone, or never was): the original's words.
+    pub fn unknown_from(from: &str) -> String {
+        format!("unknown from = {from}")
+    }
 
     /// `registerResponse.message` for a name someone else holds:
     /// `"User <name> is already registered"` (the original's words).
@@ -254,34 +289,13 @@ pub mod text {
     }
 }
 
-/// The longest user name the server accepts, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-
-/// Checks a user name the way the server does: not empty once whitespace is
-/// trimmed, at most [`MAX_NAME_CHARS`] characters, no control characters.
-/// The error is the `registerResponse.message` the server sends (one of the
-/// [`text`] refusals), for which [`register_refusal`] gives
-/// [`RegisterRefusal::NameInvalid`]. Never panics.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.trim().is_empty() {
-        return Err(text::EMPTY_NAME.to_owned());
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(text::name_too_long(MAX_NAME_CHARS));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(text::NAME_CONTROL_CHARS.to_owned());
-    }
-    Ok(())
-}
-
 /// Why a registration was refused, from `registerResponse.message`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterRefusal {
     /// Another connection holds the name ([`text::name_taken`]).
     NameTaken,
-    /// The name is empty, too long or has control characters
-    /// ([`validate_name`]).
+    /// The name is empty, too long, or holds control, bidi-control or
+    /// invisible characters ([`normalize_name`]).
     NameInvalid,
     /// This connection already has a name ([`text::already_registered`]).
     AlreadyRegistered,
@@ -296,6 +310,8 @@ pub fn register_refusal(message: &str) -> RegisterRefusal {
         RegisterRefusal::AlreadyRegistered
     } else if message == text::EMPTY_NAME
         || message == text::NAME_CONTROL_CHARS
+        || message == text::NAME_BIDI_CHARS
+        || message == text::NAME_INVISIBLE_CHARS
         || message.strip_prefix(text::NAME_TOO_LONG_PREFIX).is_some_and(|rest| {
             rest.strip_suffix(" characters").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         })
