@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -54,7 +54,11 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     resp
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(crate::ws::PeerAddr(peer)): ConnectInfo<crate::ws::PeerAddr>,
+) -> Response {
     let hard = app.limits.hard_limit();
     // Signaling messages are small: a 4 KiB read buffer (it grows for a
     // larger frame) instead of tungstenite's 128 KiB, which is zero-filled
@@ -63,5 +67,5 @@ async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Resp
         .max_frame_size(hard)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| crate::ws::serve_socket(socket, app))
+        .on_upgrade(move |socket| crate::ws::serve_socket(socket, app, peer))
 }

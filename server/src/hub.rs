@@ -18,6 +18,8 @@ use crate::signaling::{ConnId, Input, MediaEvent, Output, Signaling};
 #[derive(Debug)]
 pub enum Outgoing {
     Text(String),
+    /// A WebSocket ping (liveness of a quiet socket).
+    Ping,
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
 }
@@ -160,9 +162,9 @@ fn deliver(conns: &mut HashMap<ConnId, ConnTx>, conn: ConnId, msg: &ServerMsg) {
     match c.tx.try_send(Outgoing::Text(encode(msg))) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(conn, "client does not read its messages; closing it");
-            // The writer closes the socket; the reader then reports the
-            // disconnect, which ends the user's call and frees the name.
+            // The writer closes the socket (and logs it, with the peer's
+            // address); the reader then reports the disconnect, which ends
+            // the user's call and frees the name.
             c.kill.notify_one();
             conns.remove(&conn);
         }

@@ -70,9 +70,23 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     task: tokio::task::JoinHandle<()>,
     sockets: tokio::sync::watch::Receiver<usize>,
+    /// The TLS configuration new connections get (`None` for plain HTTP).
+    tls: Option<tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>>,
 }
 
 impl Server {
+    /// New connections use `config` from now on; open ones keep theirs.
+    /// `false` when the server speaks plain HTTP.
+    pub fn reload_tls(&self, config: Arc<rustls::ServerConfig>) -> bool {
+        match &self.tls {
+            Some(tx) => {
+                tx.send_replace(config);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Tells every user, releases every call, closes every socket; returns
     /// once every socket has sent its last frames (at most 3 s), so that an
     /// exiting process never resets a connection with them unsent.
@@ -109,7 +123,9 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
         client_config,
         open_sockets,
     });
-    let router = http::router(state, config.web_root.as_deref());
+    // Connect info: the peer's address for the socket's log lines.
+    let router = http::router(state, config.web_root.as_deref()).into_make_service_with_connect_info::<ws::PeerAddr>();
+    let mut tls_tx = None;
     let task = match transport {
         Transport::Http => tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -117,7 +133,9 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
             }
         }),
         Transport::Tls(tls) => {
-            let listener = tls::TlsListener::new(listener, tls);
+            let (tx, rx) = tokio::sync::watch::channel(tls);
+            tls_tx = Some(tx);
+            let listener = tls::TlsListener::reloadable(listener, rx);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "HTTPS server stopped");
@@ -125,5 +143,5 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
             })
         }
     };
-    Ok(Server { addr, hub, metrics, task, sockets })
+    Ok(Server { addr, hub, metrics, task, sockets, tls: tls_tx })
 }

@@ -21,6 +21,8 @@ struct Args {
     #[arg(long)]
     http: bool,
     /// PEM certificate chain; without it a self-signed one is made at start.
+    /// SIGHUP reloads it and --tls-key for new connections (and never stops
+    /// the server).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
@@ -38,6 +40,11 @@ struct Args {
     /// Sustained signaling messages per second per connection.
     #[arg(long, default_value_t = 50.0)]
     rate_limit: f64,
+    /// Seconds a signaling socket may stay silent (no message, not even a
+    /// pong to the server's pings, sent every half of it) before it is
+    /// closed, its name freed and its call ended (1 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ws_idle_timeout: u64,
     /// UDP ports for media, as LOW-HIGH (one port per call leg, so two per
     /// call). One port shared by all calls needs a UDP mux, which webrtc
     /// 0.21 does not have yet.
@@ -114,7 +121,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let config = ServerConfig {
         signaling: signaling::Config { ring_timeout: Duration::from_secs(args.ring_timeout), ..Default::default() },
-        limits: WsLimits { max_message: args.max_message_bytes, rate_per_sec: args.rate_limit, ..Default::default() },
+        limits: WsLimits {
+            max_message: args.max_message_bytes,
+            rate_per_sec: args.rate_limit,
+            idle_timeout: Duration::from_secs(args.ws_idle_timeout),
+            ..Default::default()
+        },
         relay: RelayConfig {
             ports,
             media_ips: args.media_ips.clone(),
@@ -157,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     tracing::info!(addr = %server.addr, "listening");
 
-    shutdown_signal().await;
+    shutdown_signal(&server, &args).await;
     tracing::info!("shutting down: telling users and releasing calls");
     if tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.is_err() {
         tracing::warn!("shutdown took over 10 s; exiting anyway");
@@ -176,18 +188,44 @@ fn url_host(addr: SocketAddr) -> String {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM. SIGHUP never stops the server: it reloads
+/// --tls-cert/--tls-key for new connections (open ones keep theirs, and a
+/// pair that does not load leaves the old one in place); with a self-signed
+/// certificate or --http there is nothing to reload, and the log says so.
+async fn shutdown_signal(server: &one2one_server::Server, args: &Args) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler");
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "no SIGTERM or SIGHUP handler");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => reload_tls(server, args),
+        }
+    }
+}
+
+fn reload_tls(server: &one2one_server::Server, args: &Args) {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls::from_files(cert, key) {
+            Ok(id) => {
+                server.reload_tls(id.config);
+                tracing::info!(cert = %cert.display(), fingerprint = %id.fingerprint, "SIGHUP: TLS certificate reloaded for new connections");
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: TLS certificate not reloaded; the old one stays in use"
+                )
+            }
+        },
+        _ if args.http => tracing::info!("SIGHUP: nothing to reload (plain HTTP); still running"),
+        _ => tracing::info!("SIGHUP: nothing to reload (self-signed certificate); still running"),
     }
 }

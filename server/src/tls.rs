@@ -79,9 +79,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self::reloadable(tcp, tokio::sync::watch::channel(config).1)
+    }
+
+    /// Each connection's handshake uses the configuration `config` holds
+    /// when it is accepted: a new certificate (SIGHUP) takes effect for new
+    /// connections, and open ones keep theirs.
+    pub fn reloadable(tcp: TcpListener, config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>) -> Self {
         let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -93,7 +99,7 @@ impl TlsListener {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(config.borrow().clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -314,8 +314,12 @@ async fn bad_input_gets_clear_errors_and_the_socket_stays_usable() {
     // Still usable.
     ws.send(r#"{"id":"register","name":"fuzzy"}"#).await;
     ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
-    // Far beyond the limit: the socket is closed with 1009.
+    // Far beyond the limit: an error, then the socket is closed with 1009.
     ws.send(&"y".repeat(1024 * 1024)).await;
+    ws.expect(
+        r#"{"id":"error","message":"invalid message: over 262144 bytes, the limit is 65536 bytes; closing the connection"}"#,
+    )
+    .await;
     let closed = ws.recv().await;
     assert!(closed.starts_with("CLOSE Some(CloseFrame { code: Size"), "{closed}");
     wait_for_metric(&server, "one2one_registered_users 0").await;
