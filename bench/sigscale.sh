@@ -14,7 +14,8 @@ PORT=${PORT:-18500}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "open-file limit $(ulimit -n); $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(date -u +%FT%TZ)"
 LOG=$(mktemp /tmp/sigscale-server.XXXXXX.log)
-"$SERVER" --http --listen "127.0.0.1:$PORT" >"$LOG" 2>&1 &
+# The idle sockets are held without reading (no pongs): a long idle timeout.
+"$SERVER" --http --listen "127.0.0.1:$PORT" --ws-idle-timeout 3600 >"$LOG" 2>&1 &
 PID=$!
 trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] || rm -f "$LOG"' EXIT
 for _ in $(seq 50); do

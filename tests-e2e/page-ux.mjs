@@ -88,6 +88,12 @@ try {
     alice = await openClient(ctx, server.url, null);
     check('the badge says "Not registered" before registering', await text(alice, '#status-state') === 'Not registered',
       await text(alice, '#status-state'));
+    // The name limit counts characters, as the server does (issue 14 item 12).
+    const chars = async () => alice.evaluate(() => [...document.querySelector('#name').value].length);
+    await alice.fill('#name', '😀'.repeat(40));
+    check('40 emoji fit in the name field', await chars() === 40, `${await chars()} characters kept`);
+    await alice.fill('#name', '😀'.repeat(70));
+    check('the name field stops at 64 characters', await chars() === 64, `${await chars()} characters kept`);
     await alice.fill('#name', 'alice');
     await alice.press('#name', 'Enter');
     await waitState(alice, 'idle');

@@ -30,6 +30,9 @@ pub enum Outgoing {
 pub struct ConnTx {
     pub tx: mpsc::Sender<Outgoing>,
     pub kill: Arc<tokio::sync::Notify>,
+    /// The client's address: every line the core logs for this connection
+    /// carries it (a `conn` span).
+    pub peer: std::net::SocketAddr,
 }
 
 /// Messages queued for one connection before it counts as stuck and is
@@ -110,12 +113,16 @@ async fn run(
         let now = std::time::Instant::now();
         match ev {
             HubEvent::Connected { conn, tx } => {
+                let _span = tracing::info_span!("client", peer = %tx.peer).entered();
                 conns.insert(conn, tx);
                 sig.handle(now, Input::Connected(conn));
             }
-            HubEvent::Message { conn, msg } => sig.handle(now, Input::Message(conn, msg)),
+            HubEvent::Message { conn, msg } => {
+                let _span = conns.get(&conn).map(|c| tracing::info_span!("client", peer = %c.peer).entered());
+                sig.handle(now, Input::Message(conn, msg));
+            }
             HubEvent::Disconnected { conn } => {
-                conns.remove(&conn);
+                let _span = conns.remove(&conn).map(|c| tracing::info_span!("client", peer = %c.peer).entered());
                 sig.handle(now, Input::Disconnected(conn));
             }
             HubEvent::Media(ev) => sig.handle(now, Input::Media(ev)),
@@ -155,6 +162,7 @@ fn drain(sig: &mut Signaling, conns: &mut HashMap<ConnId, ConnTx>, backend: &dyn
     metrics.connections.store(sig.connections() as u64, Relaxed);
     metrics.registered_users.store(sig.registered_users() as u64, Relaxed);
     metrics.active_calls.store(sig.active_calls() as u64, Relaxed);
+    metrics.store_core(sig.counters());
 }
 
 fn deliver(conns: &mut HashMap<ConnId, ConnTx>, conn: ConnId, msg: &ServerMsg) {

@@ -9,8 +9,10 @@
 //! - [`http`]: routes, static files, health and metrics;
 //! - [`tls`]: certificates and the TLS listener.
 
+pub mod checks;
 pub mod http;
 pub mod hub;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod signaling;

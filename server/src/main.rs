@@ -7,68 +7,82 @@ use clap::{Parser, ValueEnum};
 use one2one_server::media::relay::{PortPolicy, RelayConfig};
 use one2one_server::ws::WsLimits;
 use one2one_server::{IceServer, ServerConfig, Transport, signaling, tls};
-use tracing_subscriber::EnvFilter;
 
 /// one2one-server: one-to-one video calls between browsers and terminals,
 /// with the media relayed through this server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Args {
     /// Address and port for HTTPS, WSS and the web client.
     #[arg(long, default_value = "0.0.0.0:8443", env = "ONE2ONE_LISTEN")]
     listen: SocketAddr,
     /// Serve plain HTTP and WS (behind a TLS-terminating proxy).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     http: bool,
-    /// PEM certificate chain; without it a self-signed one is made at start.
-    /// SIGHUP reloads it and --tls-key for new connections (and never stops
-    /// the server).
-    #[arg(long, requires = "tls_key")]
+    /// PEM certificate chain (X.509 v3); without it a self-signed one is
+    /// made at start for localhost, this host's name and the listen,
+    /// media and public addresses.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log format on stderr: text (colours only on a terminal) or json
+    /// (one object per line).
+    #[arg(long, value_enum, default_value_t = one2one_server::logging::LogFormat::Text)]
+    log_format: one2one_server::logging::LogFormat,
     /// Where calls get their media.
     #[arg(long, value_enum, default_value_t = Media::Embedded)]
     media: Media,
-    /// Seconds an unanswered call rings before it ends.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds an unanswered call rings before it ends (1 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     ring_timeout: u64,
-    /// Largest signaling message in bytes; larger ones are refused.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Largest signaling message in bytes (512 to 16777216); larger ones
+    /// get an error, and those over four times this (at least 64 KiB) get
+    /// the error and close the socket (1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = parse_max_message)]
     max_message_bytes: usize,
-    /// Sustained signaling messages per second per connection.
-    #[arg(long, default_value_t = 50.0)]
+    /// Sustained signaling messages per second per connection (bursts of
+    /// 200 are allowed); more are refused, and a socket that keeps on is
+    /// closed (1008).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 50.0, value_parser = parse_rate)]
     rate_limit: f64,
     /// Seconds a signaling socket may stay silent (no message, not even a
     /// pong to the server's pings, sent every half of it) before it is
     /// closed, its name freed and its call ended (1 to 3600).
     #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     ws_idle_timeout: u64,
-    /// UDP ports for media, as LOW-HIGH (one port per call leg, so two per
-    /// call). One port shared by all calls needs a UDP mux, which webrtc
-    /// 0.21 does not have yet.
-    #[arg(long, value_parser = parse_range)]
+    /// UDP ports for media, as LOW-HIGH: one port per call leg, so two per
+    /// call, and at most (HIGH-LOW+1)/2 calls at once (more callers hear
+    /// "server busy" before anyone is rung).
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
     udp_port_range: Option<(u16, u16)>,
     /// Local addresses to gather media candidates on (repeatable). Default:
     /// every non-loopback interface.
-    #[arg(long = "media-ip")]
+    #[arg(long = "media-ip", value_name = "IP")]
     media_ips: Vec<IpAddr>,
-    /// Public address to advertise for media (1:1 NAT, e.g. a cloud VM).
-    #[arg(long)]
+    /// Public address to advertise for media (1:1 NAT, e.g. a cloud VM),
+    /// in addition to the local addresses (repeatable).
+    #[arg(long, value_name = "IP")]
     public_ip: Vec<IpAddr>,
-    /// STUN or TURN URL for ICE (repeatable); also handed to web clients.
-    #[arg(long = "ice-server")]
+    /// Advertise only the --public-ip addresses, not the local ones (for a
+    /// NAT where clients can never reach the private address).
+    #[arg(long, requires = "public_ip")]
+    public_ip_only: bool,
+    /// STUN or TURN URL for ICE (repeatable): stun:HOST[:PORT] or
+    /// turn:HOST[:PORT]; also handed to web clients through /api/config.
+    #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
-    /// Username for the TURN URLs in --ice-server.
-    #[arg(long, requires = "ice_credential")]
+    /// Username for the TURN URLs in --ice-server. NOTE: /api/config hands
+    /// this static username and credential to anyone who asks.
+    #[arg(long, value_name = "USER", requires = "ice_credential")]
     ice_username: Option<String>,
-    /// Serve the files of this folder instead of the built-in web client
-    /// (e.g. the Kurento tutorial's own static/ folder).
-    #[arg(long)]
+    /// Serve the files of this folder (it needs an index.html) instead of
+    /// the built-in web client (e.g. the Kurento tutorial's own static/).
+    #[arg(long, value_name = "DIR")]
     web_root: Option<PathBuf>,
-    /// Credential for the TURN URLs in --ice-server.
-    #[arg(long, requires = "ice_username")]
+    /// Credential for the TURN URLs in --ice-server (see --ice-username).
+    #[arg(long, value_name = "SECRET", requires = "ice_username")]
     ice_credential: Option<String>,
 }
 
@@ -78,6 +92,48 @@ enum Media {
     Embedded,
 }
 
+const AFTER_HELP: &str = "\
+HTTP endpoints:
+  /            the web client (or --web-root)
+  /one2one     the signaling WebSocket (Kurento one-to-one tutorial protocol)
+  /api/config  ICE servers for the page (with the static TURN credential, if any)
+  /healthz     answers `ok`
+  /metrics     Prometheus text: connections, users, calls, outcomes, relayed
+               packets, refusals, call set-up time
+
+Logs go to stderr. RUST_LOG sets the level (default info; the WebRTC stack
+stays at warn or error unless RUST_LOG names it, e.g. RUST_LOG=info,webrtc=debug).
+
+Signals: SIGINT and SIGTERM tell every user in a call, release all media,
+close every socket with 1001 and exit. SIGHUP reloads --tls-cert and
+--tls-key for new connections (a self-signed certificate or --http: nothing
+to reload); it never stops the server.";
+
+fn parse_max_message(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|_| "must be a number of bytes from 512 to 16777216".to_owned())?;
+    if (512..=16 * 1024 * 1024).contains(&v) { Ok(v) } else { Err("must be from 512 to 16777216 bytes".into()) }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| "must be messages per second, more than 0".to_owned())?;
+    if v.is_finite() && v > 0.0 && v <= 100_000.0 {
+        Ok(v)
+    } else {
+        Err("must be messages per second, more than 0 and at most 100000".into())
+    }
+}
+
+/// Refuses a setting at start: the message names the flag; exit 2, as
+/// clap does for the command line.
+fn refuse(message: &str) -> ! {
+    use clap::CommandFactory as _;
+    Args::command().error(clap::error::ErrorKind::ValueValidation, message).exit()
+}
+
+fn ports_in(lo: u16, hi: u16) -> usize {
+    usize::from(hi - lo) + 1
+}
+
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 40000-40999")?;
     let lo: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
@@ -85,20 +141,56 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     if lo == 0 || lo > hi {
         return Err("LOW must be at least 1 and not above HIGH".into());
     }
+    if hi == lo {
+        return Err("a call needs two ports (one per leg): give at least LOW-(LOW+1)".into());
+    }
     Ok((lo, hi))
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    let repeats = one2one_server::logging::init(args.log_format);
+    check(&args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    rt.block_on(run(args))
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                one2one_server::logging::report_suppressed(&repeats);
+            }
+        });
+        run(args).await
+    })
+}
+
+/// What clap cannot see: settings that would start a broken server.
+fn check(args: &Args) {
+    let has_credentials = args.ice_username.is_some() && args.ice_credential.is_some();
+    for url in &args.ice_servers {
+        if let Err(e) = one2one_server::checks::ice_server(url, has_credentials) {
+            refuse(&e);
+        }
+    }
+    if let Some(dir) = &args.web_root
+        && let Err(e) = one2one_server::checks::web_root(dir)
+    {
+        refuse(&e);
+    }
+    if let Some(cert) = &args.tls_cert {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let report = one2one_server::checks::certificate(cert, now);
+        if let Some(e) = report.errors.first() {
+            refuse(e);
+        }
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+            eprintln!("one2one-server: WARNING: {w}");
+        }
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -120,7 +212,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => PortPolicy::Ephemeral,
     };
     let config = ServerConfig {
-        signaling: signaling::Config { ring_timeout: Duration::from_secs(args.ring_timeout), ..Default::default() },
+        signaling: signaling::Config {
+            ring_timeout: Duration::from_secs(args.ring_timeout),
+            // One UDP port per call leg: more calls than half the range
+            // cannot get media, so they are refused before ringing.
+            max_calls: args.udp_port_range.map(|(lo, hi)| ports_in(lo, hi) / 2),
+            ..Default::default()
+        },
         limits: WsLimits {
             max_message: args.max_message_bytes,
             rate_per_sec: args.rate_limit,
@@ -131,6 +229,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ports,
             media_ips: args.media_ips.clone(),
             public_ips: args.public_ip.clone(),
+            public_ip_only: args.public_ip_only,
             ..Default::default()
         },
         ice_servers,
@@ -152,7 +251,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let id = match (&args.tls_cert, &args.tls_key) {
             (Some(c), Some(k)) => tls::from_files(c, k)?,
             _ => {
-                let extra: Vec<String> = args.public_ip.iter().map(ToString::to_string).collect();
+                // The names a browser may be given: the listen address,
+                // the media and public addresses.
+                let mut extra: Vec<String> = args.public_ip.iter().map(ToString::to_string).collect();
+                extra.extend(args.media_ips.iter().map(ToString::to_string));
+                if !args.listen.ip().is_unspecified() {
+                    extra.push(args.listen.ip().to_string());
+                }
+                extra.sort();
+                extra.dedup();
                 tls::self_signed(&extra)?
             }
         };

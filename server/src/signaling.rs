@@ -293,11 +293,14 @@ pub enum CallRefusal {
     NoOffer,
     /// [`Config::max_calls`] calls hold media ([`text::SERVER_BUSY`]).
     ServerBusy,
+    /// The offer has media, but no codec the relay carries
+    /// ([`text::NO_USABLE_CODEC`]).
+    NoCodec,
 }
 
 impl CallRefusal {
     /// Every refusal, in the order of [`Counters::calls_refused`].
-    pub const ALL: [CallRefusal; 7] = [
+    pub const ALL: [CallRefusal; 8] = [
         CallRefusal::Busy,
         CallRefusal::Glare,
         CallRefusal::AlreadyInCall,
@@ -305,6 +308,7 @@ impl CallRefusal {
         CallRefusal::UnknownUser,
         CallRefusal::NoOffer,
         CallRefusal::ServerBusy,
+        CallRefusal::NoCodec,
     ];
 
     /// The `reason` of the log line and of `one2one_calls_refused_total`.
@@ -317,6 +321,7 @@ impl CallRefusal {
             CallRefusal::UnknownUser => "unknown_user",
             CallRefusal::NoOffer => "no_offer",
             CallRefusal::ServerBusy => "server_busy",
+            CallRefusal::NoCodec => "no_codec",
         }
     }
 
@@ -613,6 +618,14 @@ impl Signaling {
         }
         if offer.trim().is_empty() {
             self.refuse_call(conn, CallRefusal::NoOffer, &to, ServerMsg::call_rejected(text::NO_OFFER));
+            return;
+        }
+        // A call that cannot carry anything fails before anyone is rung.
+        // (Only a refusal of every codec counts: the offer's other faults
+        // are the relay's to report, with the call's parties told.)
+        if let Err(one2one_media::sdp_check::OfferError::NoUsableCodec) = one2one_media::sdp_check::check_offer(&offer)
+        {
+            self.refuse_call(conn, CallRefusal::NoCodec, &to, ServerMsg::call_rejected(text::NO_USABLE_CODEC));
             return;
         }
         if let Some(max) = self.config.max_calls

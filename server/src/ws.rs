@@ -143,7 +143,7 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>, peer: SocketAdd
     let (tx, mut rx) = mpsc::channel::<Outgoing>(CONN_QUEUE);
     let kill = Arc::new(Notify::new());
     let kill_r = kill.clone();
-    app.hub.send(HubEvent::Connected { conn, tx: ConnTx { tx: tx.clone(), kill: kill.clone() } });
+    app.hub.send(HubEvent::Connected { conn, tx: ConnTx { tx: tx.clone(), kill: kill.clone(), peer } });
     tracing::info!(conn, %peer, "socket opened");
 
     let (mut sink, mut stream) = socket.split();

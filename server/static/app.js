@@ -620,6 +620,17 @@
   });
   window.one2one = api;
 
+  // Names are limited in characters (code points), as the server counts
+  // them: the `maxlength` attribute counts UTF-16 units and would cut 40
+  // emoji to 32.
+  for (const el of document.querySelectorAll('input[data-max-chars]')) {
+    const max = Number(el.dataset.maxChars);
+    el.addEventListener('input', () => {
+      const chars = [...el.value];
+      if (chars.length > max) el.value = chars.slice(0, max).join('');
+    });
+  }
+
   machine.go('unregistered');
   if (mediaUnavailable()) setError(HTTPS_NEEDED);
 })();

@@ -78,6 +78,7 @@ fn metrics_render_outcomes_refusals_and_setup() {
         "one2one_calls_refused_total{reason=\"unknown_user\"} 1",
         "one2one_calls_refused_total{reason=\"no_offer\"} 0",
         "one2one_calls_refused_total{reason=\"server_busy\"} 1",
+        "one2one_calls_refused_total{reason=\"no_codec\"} 0",
         "# TYPE one2one_registrations_refused_total counter",
         "one2one_registrations_refused_total{reason=\"name_taken\"} 1",
         "one2one_registrations_refused_total{reason=\"name_invalid\"} 1",

@@ -119,7 +119,6 @@ async fn established_waits_for_media_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the core to keep the setup deadline from Answers until MediaEvent::Established"]
 async fn a_call_whose_media_never_flows_both_ways_ends_at_the_setup_timeout() {
     let mut config = media_config();
     config.signaling.setup_timeout = Duration::from_secs(4);

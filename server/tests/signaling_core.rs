@@ -720,6 +720,29 @@ fn capacity_is_checked_before_ringing() {
     assert_eq!(Config::default().max_calls, None);
 }
 
+// Issue 14 item 4: an offer whose media has no codec the relay carries
+// fails before ringing; an audio-only offer rings.
+#[test]
+fn an_offer_without_a_usable_codec_fails_before_ringing() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    let pcmu = "v=0\\r\\ns=-\\r\\nm=audio 9 RTP/AVP 0\\r\\na=rtpmap:0 PCMU/8000\\r\\n";
+    h.msg(1, &format!(r#"{{"id":"call","from":"alice","to":"bob","sdpOffer":"{pcmu}"}}"#));
+    assert_eq!(
+        h.take(1),
+        [
+            r#"{"id":"callResponse","response":"rejected","message":"The call offers no codec this server carries (Opus audio, VP8 or H.264 video)"}"#
+        ]
+    );
+    h.nothing_sent();
+    assert_eq!(h.sig.counters().refused(CallRefusal::NoCodec), 1);
+    assert_eq!(h.sig.active_calls(), 0);
+    let opus = "v=0\\r\\ns=-\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\na=rtpmap:111 opus/48000/2\\r\\n";
+    h.msg(1, &format!(r#"{{"id":"call","from":"alice","to":"bob","sdpOffer":"{opus}"}}"#));
+    assert_eq!(h.take(2), [r#"{"id":"incomingCall","from":"alice"}"#]);
+}
+
 // Item 11: every call that rang ends once, with one reason; refusals are
 // counted apart; the counts add up.
 #[test]

@@ -248,6 +248,9 @@ pub mod text {
     pub const SERVER_BUSY: &str = "server busy: no capacity for another call, try again later";
     /// `callResponse.message` for a `call` without an SDP offer.
     pub const NO_OFFER: &str = "The call carries no SDP offer";
+    /// `callResponse.message` for an offer whose media has no codec the
+    /// server carries (Opus audio, VP8 or H.264 video).
+    pub const NO_USABLE_CODEC: &str = "The call offers no codec this server carries (Opus audio, VP8 or H.264 video)";
 
     /// `error.message` to a callee whose `incomingCallResponse` names a
     /// `from` other than the caller ringing it; the ringing call goes on.
