@@ -188,12 +188,15 @@ fn check(args: &Args) {
         }
         for w in &report.warnings {
             tracing::warn!("{w}");
-            eprintln!("one2one-server: WARNING: {w}");
+            if args.log_format == one2one_server::logging::LogFormat::Text {
+                eprintln!("one2one-server: WARNING: {w}");
+            }
         }
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let json = args.log_format == one2one_server::logging::LogFormat::Json;
     let Media::Embedded = args.media;
     let ice_servers: Vec<IceServer> = args
         .ice_servers
@@ -264,16 +267,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         if args.tls_cert.is_none() {
-            eprintln!("Self-signed certificate, SHA-256 fingerprint:\n  {}", id.fingerprint);
+            if json {
+                tracing::info!(fingerprint = %id.fingerprint, "self-signed certificate (SHA-256)");
+            } else {
+                eprintln!("Self-signed certificate, SHA-256 fingerprint:\n  {}", id.fingerprint);
+            }
         }
         (Transport::Tls(id.config), "https")
     };
     let server = one2one_server::start(listener, transport, config).await?;
     let host = url_host(server.addr);
-    eprintln!(
-        "one2one-server is up. Open {scheme}://{host}/ in two browser tabs (signaling: {}://{host}/one2one)",
-        if scheme == "https" { "wss" } else { "ws" }
-    );
+    let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
+    // A log pipeline gets JSON only: the banner is then a log event.
+    if json {
+        tracing::info!(url = %format!("{scheme}://{host}/"), signaling = %format!("{ws_scheme}://{host}/one2one"), "one2one-server is up");
+    } else {
+        eprintln!(
+            "one2one-server is up. Open {scheme}://{host}/ in two browser tabs (signaling: {ws_scheme}://{host}/one2one)"
+        );
+    }
     tracing::info!(addr = %server.addr, "listening");
 
     shutdown_signal(&server, &args).await;

@@ -107,3 +107,62 @@ fn banner_names_the_real_address_and_piped_logs_have_no_ansi() {
     let all = lines.join("\n");
     assert!(!all.contains("\x1b["), "ANSI escapes in a piped log: {all:?}");
 }
+
+/// Issue 14 item 10: `--log-format json` writes one JSON object per line;
+/// registrations, refused registrations and self-calls are logged with the
+/// client's address; client text is escaped.
+#[tokio::test]
+async fn json_logs_carry_the_clients_address() {
+    use std::io::BufRead as _;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
+        .args(["--http", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let url = format!("ws://127.0.0.1:{port}/one2one");
+    let deadline = Instant::now() + DEADLINE;
+    let mut alice = loop {
+        match Ws::connect_url(&url, "alice").await {
+            Some(ws) => break ws,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("the server never listened on {url}"),
+        }
+    };
+    alice.send(r#"{"id":"register","name":"alice"}"#).await;
+    alice.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
+    let mut again = Ws::connect_url(&url, "again").await.unwrap();
+    again.send(r#"{"id":"register","name":"alice"}"#).await;
+    assert!(again.recv_signal().await.contains("already registered"));
+    alice.send(r#"{"id":"call","from":"alice","to":"alice","sdpOffer":"v=0"}"#).await;
+    assert!(alice.recv_signal().await.contains("You cannot call yourself"));
+
+    // Every line is JSON; the three events carry the client's address.
+    let mut seen = vec![];
+    let want = ["registered", "registration refused", "call refused"];
+    let deadline = Instant::now() + DEADLINE;
+    while !want.iter().all(|w| seen.iter().any(|l: &serde_json::Value| l["fields"]["message"] == *w)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("missing log lines; saw {seen:#?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        seen.push(v);
+    }
+    for w in want {
+        let line = seen.iter().find(|l| l["fields"]["message"] == w).unwrap();
+        let text = line.to_string();
+        assert!(text.contains(r#""peer":"127.0.0.1:"#), "{w}: no client address: {text}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -152,3 +152,38 @@ fn help_names_endpoints_units_and_signals() {
     }
     assert!(!help.contains("webrtc 0.21"), "no library versions in --help:\n{help}");
 }
+
+/// Issue 14 item 14: the self-signed certificate covers the listen address.
+#[test]
+fn the_self_signed_certificate_covers_the_listen_address() {
+    let port = std::net::TcpListener::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.2:{port}");
+    let mut child = Command::new(BIN)
+        .args(["--listen", &addr])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn one2one-server");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the server exited");
+        assert!(Instant::now() < deadline, "the server never listened");
+    }
+    let shown = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"
+        ))
+        .output()
+        .expect("openssl is missing: apt-get install openssl");
+    let _ = child.kill();
+    let _ = child.wait();
+    let san = String::from_utf8_lossy(&shown.stdout);
+    assert!(san.contains("IP Address:127.0.0.2"), "subjectAltName: {san}");
+    assert!(san.contains("DNS:localhost"), "subjectAltName: {san}");
+}
