@@ -330,9 +330,26 @@ async fn shutdown_signal(server: &one2one_server::Server, args: &Args) {
     }
 }
 
+/// The start-up checks, again for a reloaded certificate: a v1 one is
+/// refused (the old stays), an expired one is loaded with a warning.
+fn reload_checked(cert: &std::path::Path) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let report = one2one_server::checks::certificate(cert, now);
+    if let Some(e) = report.errors.into_iter().next() {
+        anyhow::bail!(e);
+    }
+    for w in report.warnings {
+        tracing::warn!("SIGHUP: {w}");
+    }
+    Ok(())
+}
+
 fn reload_tls(server: &one2one_server::Server, args: &Args) {
     match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match tls::from_files(cert, key) {
+        (Some(cert), Some(key)) => match reload_checked(cert).and_then(|()| tls::from_files(cert, key)) {
             Ok(id) => {
                 server.reload_tls(id.config);
                 tracing::info!(cert = %cert.display(), fingerprint = %id.fingerprint, "SIGHUP: TLS certificate reloaded for new connections");
