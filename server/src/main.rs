@@ -178,11 +178,7 @@ fn check(args: &Args) {
         refuse(&e);
     }
     if let Some(cert) = &args.tls_cert {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let report = one2one_server::checks::certificate(cert, now);
+        let report = one2one_server::checks::certificate(cert, unix_now());
         if let Some(e) = report.errors.first() {
             refuse(e);
         }
@@ -330,14 +326,14 @@ async fn shutdown_signal(server: &one2one_server::Server, args: &Args) {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
 /// The start-up checks, again for a reloaded certificate: a v1 one is
 /// refused (the old stays), an expired one is loaded with a warning.
 fn reload_checked(cert: &std::path::Path) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    let report = one2one_server::checks::certificate(cert, now);
+    let report = one2one_server::checks::certificate(cert, unix_now());
     if let Some(e) = report.errors.into_iter().next() {
         anyhow::bail!(e);
     }
