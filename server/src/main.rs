@@ -182,6 +182,13 @@ fn check(args: &Args) {
         if let Some(e) = report.errors.first() {
             refuse(e);
         }
+        // The pair must load (a key that does not match, an unreadable
+        // file) before anything listens.
+        if let Some(key) = &args.tls_key
+            && let Err(e) = tls::from_files(cert, key)
+        {
+            refuse(&format!("--tls-cert {} / --tls-key {}: {e:#}", cert.display(), key.display()));
+        }
         for w in &report.warnings {
             tracing::warn!("{w}");
             if args.log_format == one2one_server::logging::LogFormat::Text {

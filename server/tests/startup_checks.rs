@@ -114,6 +114,29 @@ fn certificates_are_checked_at_start() {
     openssl(&d, &["x509", "-req", "-in", "r.csr", "-signkey", "k.pem", "-days", "30", "-out", "c.pem"]);
     let (cert, key) = (d.join("c.pem"), d.join("k.pem"));
     refused(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()], "an X.509 v1 certificate");
+    // A key that is not the certificate's is refused naming both flags.
+    openssl(
+        &d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k3.pem",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "30",
+            "-out",
+            "c3.pem",
+        ],
+    );
+    openssl(&d, &["genrsa", "-out", "other.pem", "2048"]);
+    let (c3, other) = (d.join("c3.pem"), d.join("other.pem"));
+    refused(&["--tls-cert", c3.to_str().unwrap(), "--tls-key", other.to_str().unwrap()], "--tls-key");
+    refused(&["--tls-cert", c3.to_str().unwrap(), "--tls-key", "/nonexistent.pem"], "--tls-key /nonexistent.pem");
 
     let d = tmp("expired");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();

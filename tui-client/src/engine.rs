@@ -97,12 +97,26 @@ pub struct Outcome {
 }
 
 /// Resolves when the front end asks to quit (or is gone); other commands
-/// that arrive while connecting are answered later by nobody, so they are
-/// dropped.
-async fn quit_requested(commands: &mut mpsc::UnboundedReceiver<Command>) {
+/// that arrive while connecting are refused with a `not_now` error.
+async fn quit_requested(commands: &mut mpsc::UnboundedReceiver<Command>, reports: &mpsc::UnboundedSender<Report>) {
     while let Some(c) = commands.recv().await {
-        if c == Command::Quit {
-            return;
+        match c {
+            Command::Quit => return,
+            // Switches only flip the taps: they hold for the first call.
+            Command::Mute(_) | Command::Camera(_) => {}
+            Command::Refuse(problem, message) => {
+                let _ = reports.send(Report::Event(Event::Error { problem, message }));
+            }
+            Command::Call(_) | Command::Accept | Command::Reject | Command::Hangup => {
+                let what = match c {
+                    Command::Call(_) => "call",
+                    Command::Accept => "accept",
+                    Command::Reject => "reject",
+                    _ => "hangup",
+                };
+                let message = format!("{what}: not connected to the server yet");
+                let _ = reports.send(Report::Event(Event::Error { problem: Problem::NotNow, message }));
+            }
         }
     }
 }
@@ -220,7 +234,7 @@ impl Engine {
         let limit = self.opts.connect_timeout;
         let connected = tokio::select! {
             r = tokio::time::timeout(limit, connect) => r,
-            () = quit_requested(&mut commands) => return Outcome { code: exit::OK, farewell: None },
+            () = quit_requested(&mut commands, &self.reports) => return Outcome { code: exit::OK, farewell: None },
         };
         let mut ws = match connected {
             Ok(Ok(ws)) => ws,
@@ -235,10 +249,14 @@ impl Engine {
         self.step(&mut ws, Input::Connected).await;
         let name = self.opts.name.clone();
         self.step(&mut ws, Input::Register(name)).await;
+        // A server that takes the socket but never answers `register` is
+        // as unreachable as one that never answers at all.
+        let register_by = tokio::time::Instant::now() + limit;
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_stats = (Instant::now(), 0u64, 0u64, 0u64);
         while self.exit.is_none() {
             let hangup_at = self.call_started_at.zip(self.opts.hangup_after).map(|(t, d)| t + d);
+            let registering = (self.model.phase == crate::model::Phase::Registering).then_some(register_by);
             tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(t))) => match decode_server(t.as_str()) {
@@ -276,6 +294,13 @@ impl Engine {
                         self.exit = Some(exit::OK);
                     }
                 },
+                () = sleep_until_opt(registering) => {
+                    let why = format!("no answer to `register` within {} s (--connect-timeout)", limit.as_secs_f64());
+                    let reason = EndReason::ServerUnreachable(why);
+                    self.report(Event::Fatal(reason.clone()));
+                    self.exit = Some(reason.exit_code());
+                    self.farewell = Some(reason.describe(""));
+                }
                 () = sleep_until_opt(hangup_at) => {
                     self.call_started_at = None;
                     self.step(&mut ws, Input::Hangup).await;

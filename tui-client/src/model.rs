@@ -416,6 +416,8 @@ impl Model {
         let to = to.trim().to_owned();
         if to.is_empty() {
             self.not_now("call: whom? (call NAME)");
+        } else if matches!(self.phase, Phase::Offline | Phase::Registering) {
+            self.not_now("call: not registered yet");
         } else if self.phase != Phase::Idle {
             self.not_now("call: not now, finish this call first");
         } else if self.name.as_deref() == Some(to.as_str()) {

@@ -428,3 +428,37 @@ fn version_and_help_everywhere() {
     let (_, out, _) = run_to_end(&["--help"], Duration::from_secs(10));
     assert!(out.contains("--bitrate <KBPS>") && out.contains("--hangup-after <SECS>"), "{out}");
 }
+
+/// Issue 13 item 14: a command while the client is still connecting is
+/// refused with an `error`, not dropped; a server that takes the socket
+/// but never answers `register` is given up like a silent one.
+#[test]
+fn commands_while_connecting_get_an_error_and_a_mute_server_is_given_up() {
+    let (url, accepted) = silent_listener();
+    let mut c = spawn(&url, &["--insecure", "--connect-timeout", "600", "register", "a6"]);
+    accepted.recv_timeout(Duration::from_secs(5)).expect("the client connects");
+    c.send("call bob");
+    let err = c.wait_event("error", Duration::from_secs(5));
+    assert_eq!(err["reason"], "not_now", "{err}");
+    assert_eq!(err["message"], "call: not connected to the server yet");
+    c.send("quit");
+    assert_eq!(c.wait_exit(Duration::from_secs(5)), 0);
+
+    // A WebSocket server that accepts the upgrade and then says nothing.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = listener.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(s).await {
+                held.push(ws);
+            }
+        }
+    });
+    let mut c = spawn(&format!("ws://{addr}/one2one"), &["--connect-timeout", "1", "register", "a7"]);
+    let err = c.wait_event("error", Duration::from_secs(10));
+    assert_eq!(err["reason"], "server_unreachable", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("no answer to `register`"), "{err}");
+    assert_eq!(c.wait_exit(Duration::from_secs(5)), 3);
+}

@@ -294,6 +294,8 @@ fn kitty_in_tmux_falls_back_to_half_blocks_without_stalling() {
     assert_eq!(ended["reason"], "remote_hung_up");
     println!("--hangup-after 4 ended the call after {lasted:?}");
     assert!(lasted < Duration::from_secs(9), "the call lasted {lasted:?}");
+    // Back to idle (q in a call would ask first), then quit.
+    t.wait_text("You are k1.", T);
     t.keys(&["q"]);
     assert_eq!(t.wait_status(T), 0);
 }
