@@ -590,9 +590,18 @@ impl Signaling {
             let ringing_me = self
                 .calls
                 .get(&id)
-                .is_some_and(|call| matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee));
-            if ringing_me {
+                .filter(|call| matches!(call.phase, Phase::Ringing) && call.leg_of(conn) == Some(Leg::Callee))
+                .map(|call| name_key(call.name(Leg::Caller)));
+            if ringing_me.as_ref().is_some_and(|caller| *caller == name_key(&to)) {
                 self.refuse_call(conn, CallRefusal::Glare, &to, ServerMsg::call_rejected(text::BUSY));
+                return;
+            } else if ringing_me.is_some() {
+                // Rung while placing a call to someone else: the user is
+                // busy with their own call (their client refuses the ring
+                // as "bussy" when it sees it). The ring ends as busy and
+                // this call goes ahead.
+                tracing::info!(%id, conn, "a rung user called out: the ring ends as busy");
+                self.end_call(id, EndReason::Busy, None);
             } else {
                 self.refuse_call(
                     conn,
@@ -600,8 +609,8 @@ impl Signaling {
                     &to,
                     ServerMsg::call_rejected(text::ALREADY_IN_CALL),
                 );
+                return;
             }
-            return;
         }
         let key = name_key(&to);
         if key == caller_key {
@@ -683,6 +692,12 @@ impl Signaling {
             return;
         };
         if !matches!(call.phase, Phase::Ringing) || call.leg_of(conn) != Some(Leg::Callee) {
+            if answer == CallAnswer::Reject {
+                // A client busy with its own call refusing a ring that the
+                // server already ended for it (see `on_call`): in step.
+                tracing::debug!(%id, conn, from = %log_safe(&from), "late rejection of an ended ring ignored");
+                return;
+            }
             // The sender's own call goes on: a stopCommunication here would
             // make its client drop a call the server keeps.
             tracing::info!(%id, conn, from = %log_safe(&from), "incomingCallResponse refused: nothing rings this user");

@@ -115,6 +115,30 @@ async fn established_waits_for_media_both_ways() {
     assert_eq!(metric(&server.metrics.render(), "one2one_call_setup_seconds_count"), 1);
     bob.hang_up().await;
     peer.close().await;
+
+    // Issue 14 item 11, after real calls: every call that rang ended once,
+    // with one reason, and the set-up sample sits in a bucket under 10 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = server.metrics.render();
+        if metric(&m, "one2one_active_calls") == 0 {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "calls still active: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sum = |prefix: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    };
+    let started = metric(&m, "one2one_calls_started_total");
+    assert_eq!(started, 2, "{m}");
+    assert_eq!(sum("one2one_calls_ended_total{"), started, "ended by reason must add up to started: {m}");
+    assert!(m.contains("one2one_call_setup_seconds_bucket{le=\"0.05\"}"), "{m}");
+    assert!(m.contains("one2one_call_setup_seconds_bucket{le=\"+Inf\"} 1"), "{m}");
     server.shutdown().await;
 }
 
@@ -131,7 +155,15 @@ async fn a_call_whose_media_never_flows_both_ways_ends_at_the_setup_timeout() {
         "the setup timeout did not end the call: {:?}",
         at_alice.signals
     );
-    let m = server.metrics.render();
+    // The gauges are stored once the hub has sent what the core said.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = server.metrics.render();
+        if metric(&m, "one2one_active_calls") == 0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(metric(&m, "one2one_calls_established_total"), 0, "{m}");
     assert_eq!(metric(&m, "one2one_active_calls"), 0, "{m}");
     peer.close().await;

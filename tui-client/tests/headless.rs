@@ -462,3 +462,68 @@ fn commands_while_connecting_get_an_error_and_a_mute_server_is_given_up() {
     assert!(err["message"].as_str().unwrap().contains("no answer to `register`"), "{err}");
     assert_eq!(c.wait_exit(Duration::from_secs(5)), 3);
 }
+
+/// Issue 13 item 4: a received frame is shown when its last packet
+/// arrives, not when the next frame begins: at 5 fps the glass-to-glass
+/// latency is a few milliseconds, where waiting for the next frame gave
+/// 200 ms or more.
+#[test]
+fn received_video_is_not_a_frame_late() {
+    let server = TestServer::start();
+    let mut carol = spawn(&server.url, &["register", "carol", "--auto-answer", "accept", "--speaker", "none"]);
+    carol.wait_event("registered", Duration::from_secs(10));
+    let mut erin = spawn(&server.url, &["call", "carol", "--as", "erin", "--speaker", "none", "--fps", "5"]);
+    erin.wait_event("call_started", Duration::from_secs(20));
+    let mut samples = vec![];
+    while samples.len() < 4 {
+        let s = carol.wait_event("stats", Duration::from_secs(5));
+        if let Some(ms) = s["stats"]["glass_to_glass_ms"].as_f64() {
+            samples.push(ms);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    println!("glass-to-glass at 5 fps: {samples:?} ms");
+    assert!(median < 100.0, "a frame waits for the next one (1/fps = 200 ms): {samples:?} ms");
+}
+
+/// Issue 13 item 11: a call that reaches a user whose own call is being
+/// placed is refused as busy on their behalf and leaves them a
+/// `missed_call`. (If the user's call reaches the server first, the server
+/// turns the caller away itself and the user is never disturbed.)
+#[test]
+fn a_call_while_busy_is_a_missed_call() {
+    let server = TestServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut dave = rt.block_on(async {
+        let mut ws = raw_ws(&server.url).await;
+        ws.send(Message::Text(r#"{"id":"register","name":"dave"}"#.into())).await.unwrap();
+        assert_eq!(next_json(&mut ws).await["response"], "accepted");
+        ws
+    });
+    let mut erin = spawn(&server.url, &["register", "erin", "--speaker", "none"]);
+    erin.wait_event("registered", Duration::from_secs(10));
+    let mut carol = spawn(&server.url, &["register", "carol", "--speaker", "none"]);
+    carol.wait_event("registered", Duration::from_secs(10));
+    carol.send("call erin");
+    carol.wait_event("calling", Duration::from_secs(5));
+    rt.block_on(dave.send(Message::Text(r#"{"id":"call","from":"dave","to":"carol","sdpOffer":"v=0"}"#.into())))
+        .unwrap();
+    let reply = rt.block_on(next_json(&mut dave));
+    assert_eq!(reply["id"], "callResponse", "{reply}");
+    assert_eq!(reply["message"], "user busy", "{reply}");
+    // carol's own call rings erin either way.
+    erin.wait_event("incoming_call", Duration::from_secs(10));
+    // In the first case carol's client refused dave before dave heard
+    // "user busy", so its event is already on its way.
+    let mut missed = carol.seen.iter().find(|v| v["event"] == "missed_call").cloned();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while missed.is_none() && Instant::now() < deadline {
+        missed = carol.next_event(Duration::from_millis(100)).filter(|v| v["event"] == "missed_call");
+    }
+    match missed {
+        Some(m) => assert_eq!(m["from"], "dave", "{m}"),
+        None => println!("carol's call reached the server first: dave was turned away there"),
+    }
+    assert!(!carol.seen.iter().any(|v| v["event"] == "incoming_call"), "carol was disturbed: {:?}", carol.seen);
+}
