@@ -40,6 +40,21 @@ impl FromStr for RenderChoice {
     }
 }
 
+/// Whether a protocol the user forced can be shown: a terminal that was
+/// asked and offers no graphics protocol at all, or did not answer, gets
+/// half-blocks and a note instead.
+fn forced_fits(p: ProtocolType, asked: Option<ProtocolType>, askable: bool) -> Result<(), String> {
+    match asked {
+        Some(ProtocolType::Halfblocks) => {
+            Err(format!("this terminal shows no {} graphics: video drawn with half-blocks", name(p)))
+        }
+        None if askable => {
+            Err(format!("this terminal did not answer for {} graphics: video drawn with half-blocks", name(p)))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn name(p: ProtocolType) -> &'static str {
     match p {
         ProtocolType::Halfblocks => "halfblocks",
@@ -92,6 +107,11 @@ impl Graphics {
             && !term.is_empty()
             && !["linux", "dumb"].iter().any(|t| term.starts_with(t));
         let asked = if askable { Picker::from_query_stdio().ok() } else { None };
+        if let Some(p) = protocol
+            && let Err(note) = forced_fits(p, asked.as_ref().map(Picker::protocol_type), askable)
+        {
+            return (None, Some(note));
+        }
         match (protocol, asked) {
             (None, None) => (None, None),
             (None, Some(asked)) => (Graphics::with_picker(asked), None),
@@ -186,6 +206,16 @@ mod tests {
         assert_eq!(multiplexer(true, "xterm-256color"), Some("tmux"));
         assert_eq!(multiplexer(false, "screen-256color"), Some("screen"));
         assert_eq!(multiplexer(false, "xterm-kitty"), None);
+        // A forced protocol on a terminal that has none is refused with a note.
+        assert!(
+            forced_fits(ProtocolType::Kitty, Some(ProtocolType::Halfblocks), true)
+                .is_err_and(|n| n == "this terminal shows no kitty graphics: video drawn with half-blocks")
+        );
+        assert!(forced_fits(ProtocolType::Sixel, None, true).is_err());
+        assert!(forced_fits(ProtocolType::Sixel, Some(ProtocolType::Sixel), true).is_ok());
+        // A terminal that offers another protocol may still take this one.
+        assert!(forced_fits(ProtocolType::Sixel, Some(ProtocolType::Kitty), true).is_ok());
+        assert!(forced_fits(ProtocolType::Iterm2, None, false).is_ok(), "not asked (a console): as forced");
         assert_eq!("sixel".parse(), Ok(RenderChoice::Sixel));
         assert!("png".parse::<RenderChoice>().is_err());
     }

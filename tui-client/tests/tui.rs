@@ -165,6 +165,24 @@ fn the_tui_says_why_it_left() {
     assert_eq!(t.wait_status(T), 6);
     t.wait_text("one2one: zed is not registered", T);
 
+    // TLS refused: a self-signed server, not trusted.
+    let tls = TestServer::start_with(true);
+    let t = Tmux::start("tls", (120, 24), &["--server", &tls.url, "register", "w6"]);
+    assert_eq!(t.wait_status(T), 4);
+    t.wait_text("one2one: TLS refused:", T);
+    drop(tls);
+
+    // The server shuts down during a call.
+    let mut other = TestServer::start();
+    let mut bob = spawn(&other.url, &["register", "bob", "--auto-answer", "accept", "--speaker", "none"]);
+    bob.wait_event("registered", T);
+    let t = Tmux::start("incall", (100, 24), &["--server", &other.url, "call", "bob", "--as", "w7"]);
+    bob.wait_event("call_started", T);
+    other.stop();
+    assert_eq!(t.wait_status(T), 3);
+    t.wait_text("one2one: lost the server: the server is shutting down", T);
+    drop(bob);
+
     // The server goes away while we are idle.
     let t = Tmux::start("gone", (100, 24), &["--server", &server.url, "register", "w5"]);
     t.wait_text("You are w5.", T);
