@@ -30,6 +30,21 @@ pub struct Metrics {
     calls_ended: [AtomicU64; EndReason::ALL.len()],
     calls_refused: [AtomicU64; CallRefusal::ALL.len()],
     registrations_refused: [AtomicU64; RegistrationRefusal::ALL.len()],
+    /// Sockets the server closed for a limit, by [`CLOSE_REASONS`].
+    pub ws_closed: [AtomicU64; CLOSE_REASONS.len()],
+}
+
+/// Why the server closed a signaling socket (`one2one_ws_closed_total`).
+pub const CLOSE_REASONS: [&str; 4] = ["rate_limit", "too_big", "idle_timeout", "too_slow"];
+
+impl Metrics {
+    /// Counts a close the server made for `reason` (one of
+    /// [`CLOSE_REASONS`]; others are not counted).
+    pub fn count_close(&self, reason: &str) {
+        if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == reason) {
+            self.ws_closed[i].fetch_add(1, Relaxed);
+        }
+    }
 }
 
 impl Metrics {
@@ -116,6 +131,11 @@ impl Metrics {
                 let _ = writeln!(s, "{name}{{reason=\"{reason}\"}} {v}");
             }
         };
+        labelled(
+            "one2one_ws_closed_total",
+            "Signaling sockets the server closed for a limit, by reason.",
+            &mut CLOSE_REASONS.iter().zip(&self.ws_closed).map(|(r, v)| (*r, v.load(Relaxed))),
+        );
         labelled(
             "one2one_calls_ended_total",
             "Calls that rang, by how they ended.",

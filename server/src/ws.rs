@@ -198,6 +198,13 @@ pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>, peer: SocketAdd
 
     match &end {
         End::Close { code, reason, can_read } => {
+            app.metrics.count_close(match *reason {
+                TOO_SLOW => "too_slow",
+                IDLE => "idle_timeout",
+                RATE => "rate_limit",
+                TOO_BIG => "too_big",
+                _ => "",
+            });
             match *reason {
                 TOO_SLOW => tracing::warn!(conn, %peer, code, reason, "closing: the client does not read its messages"),
                 IDLE => {

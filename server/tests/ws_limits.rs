@@ -100,6 +100,10 @@ async fn burst(n: usize, frame: Message, first_reply: &str) {
         "{:?}",
         &seen.texts[burst..burst + 3]
     );
+    // The close is counted by reason (issue 14 item 11).
+    let m = server.metrics.render();
+    assert!(m.contains("one2one_ws_closed_total{reason=\"rate_limit\"} 1"), "{m}");
+    assert!(m.contains("one2one_ws_closed_total{reason=\"too_big\"} 0"), "{m}");
     server.shutdown().await;
 }
 
