@@ -133,20 +133,40 @@ async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: 
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
         let _ = track.write_rtcp(vec![Box::new(pli)]).await;
     }
-    // Frames out on their last packet; an incomplete one waits at most
-    // 256 packets or 0.5 s (checked as packets arrive), and is given up at
-    // once when a newer one completes.
+    // Frames out on their last packet. Under loss a complete frame waits
+    // up to the repair wait (100 ms) for a retransmission of what is missing
+    // before it; an incomplete one waits at most 256 packets or 0.5 s. The
+    // assembler's deadline is kept even when no packet comes.
     let mut assembler = Vp8Assembler::default();
     let mut last_pli: Option<Instant> = None;
-    while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(p) = ev else {
-            continue;
+    loop {
+        let deadline = assembler.poll_timeout();
+        // `None`: the deadline passed, no packet.
+        let ev: Option<Option<TrackRemoteEvent>> = tokio::select! {
+            ev = track.poll() => Some(ev),
+            () = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                assembler.handle_timeout(Instant::now());
+                None
+            }
+        };
+        let p = match ev {
+            Some(Some(TrackRemoteEvent::OnRtpPacket(p))) => Some(p),
+            Some(Some(_)) => continue,
+            Some(None) => return,
+            None => None,
         };
         let now = Instant::now();
         if kind == RtpCodecKind::Video {
-            let h = &p.header;
-            if let Err(e) = assembler.push(now, h.sequence_number, h.timestamp, h.marker, &p.payload) {
-                tracing::trace!(error = %e, seq = h.sequence_number, "video packet not taken");
+            if let Some(p) = &p {
+                let h = &p.header;
+                if let Err(e) = assembler.push(now, h.sequence_number, h.timestamp, h.marker, &p.payload) {
+                    tracing::trace!(error = %e, seq = h.sequence_number, "video packet not taken");
+                }
             }
             let mut lost = false;
             while let Some(out) = assembler.poll_output() {
@@ -171,7 +191,7 @@ async fn receive(track: Arc<dyn TrackRemote>, events: PeerEvents, remote_video: 
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
                 let _ = track.write_rtcp(vec![Box::new(pli)]).await;
             }
-        } else {
+        } else if let Some(p) = p {
             let ev = PeerEvent::Audio {
                 data: p.payload,
                 rtp_timestamp: p.header.timestamp,

@@ -9,11 +9,15 @@
 //! seeing the next one begin. (A frame whose marker bit never arrives is
 //! still ended by the first packet of the next frame, as a fallback.)
 //!
-//! Frames come out in sequence order. An incomplete frame is given up when
-//! a newer frame completes, when the buffer exceeds its packet or byte
-//! limit, or when it has waited [`AssemblerConfig::max_wait`]; every give-up
-//! (and every hole in the sequence before a released frame) is reported as
-//! a [`Dropped`] so the caller can ask for a key frame.
+//! Frames come out in sequence order. A complete frame with packets
+//! missing before it (loss) waits up to [`AssemblerConfig::repair_wait`]
+//! for them, so that a NACK's retransmission can still save the frame
+//! before it; only then is the incomplete frame given up (as superseded).
+//! An incomplete frame is also given up when the buffer exceeds its packet
+//! or byte limit, or when it has waited [`AssemblerConfig::max_wait`]; every
+//! give-up (and every hole in the sequence before a released frame) is
+//! reported as a [`Dropped`] so the caller can ask for a key frame. Without
+//! loss nothing waits.
 //!
 //! Time only comes in as `now`; work goes out through [`Vp8Assembler::poll_output`].
 //! No input can make it panic, and it holds at most
@@ -43,11 +47,20 @@ pub struct AssemblerConfig {
     pub max_bytes: usize,
     /// How long the oldest buffered packet may wait for its frame to complete.
     pub max_wait: Duration,
+    /// How long a complete frame waits for the missing packets before it
+    /// (a NACK's retransmission) before they are given up. Only under loss:
+    /// a frame with nothing missing before it is released at once.
+    pub repair_wait: Duration,
 }
 
 impl Default for AssemblerConfig {
     fn default() -> Self {
-        AssemblerConfig { max_packets: 256, max_bytes: 4 << 20, max_wait: Duration::from_millis(500) }
+        AssemblerConfig {
+            max_packets: 256,
+            max_bytes: 4 << 20,
+            max_wait: Duration::from_millis(500),
+            repair_wait: Duration::from_millis(100),
+        }
     }
 }
 
@@ -153,6 +166,10 @@ pub struct Vp8Assembler {
     done_through: Option<u64>,
     out: VecDeque<Output>,
     stats: AssemblerStats,
+    /// Since when a complete frame waits behind missing packets.
+    held_since: Option<Instant>,
+    /// Giving up the missing packets now (the repair wait is over).
+    forcing: bool,
 }
 
 impl Default for Vp8Assembler {
@@ -172,6 +189,8 @@ impl Vp8Assembler {
             done_through: None,
             out: VecDeque::new(),
             stats: AssemblerStats::default(),
+            held_since: None,
+            forcing: false,
         }
     }
 
@@ -231,6 +250,7 @@ impl Vp8Assembler {
             self.try_complete(ext, now);
         }
         self.skip_leading_padding();
+        self.release_ready(now);
         while self.packets.len() > self.cfg.max_packets || self.bytes > self.cfg.max_bytes {
             self.drop_front(DropReason::Overflow, u64::MAX);
         }
@@ -245,16 +265,60 @@ impl Vp8Assembler {
     /// When [`handle_timeout`](Self::handle_timeout) would give up the
     /// oldest incomplete frame.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.packets.values().next().map(|s| s.arrived + self.cfg.max_wait)
+        let oldest = self.packets.values().next().map(|s| s.arrived + self.cfg.max_wait);
+        let held = self.held_since.map(|t| t + self.cfg.repair_wait);
+        match (oldest, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Gives up the frames that waited too long.
+    /// Gives up the frames that waited too long, and the missing packets
+    /// that a held frame waited for.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(deadline) = self.poll_timeout() {
-            if deadline > now {
+        loop {
+            if let Some(since) = self.held_since
+                && since + self.cfg.repair_wait <= now
+            {
+                self.held_since = None;
+                self.forcing = true;
+                self.release_first_complete(now);
+                self.forcing = false;
+                self.release_ready(now);
+                continue;
+            }
+            match self.packets.values().next().map(|s| s.arrived + self.cfg.max_wait) {
+                Some(deadline) if deadline <= now => {
+                    self.drop_front(DropReason::Timeout, u64::MAX);
+                    self.release_ready(now);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Releases the frames at the front that are complete, in order.
+    fn release_ready(&mut self, now: Instant) {
+        while let Some(&first) = self.packets.keys().next() {
+            let before = (self.done_through, self.packets.len());
+            self.try_complete(first, now);
+            self.skip_leading_padding();
+            if (self.done_through, self.packets.len()) == before {
                 break;
             }
-            self.drop_front(DropReason::Timeout, u64::MAX);
+        }
+    }
+
+    /// Releases the oldest complete frame, giving up what is missing or
+    /// incomplete before it.
+    fn release_first_complete(&mut self, now: Instant) {
+        let heads: Vec<u64> = self.packets.iter().filter(|(_, s)| s.head).map(|(k, _)| *k).collect();
+        for k in heads {
+            let before = self.stats.frames;
+            self.try_complete(k, now);
+            if self.stats.frames != before {
+                return;
+            }
         }
     }
 
@@ -339,6 +403,17 @@ impl Vp8Assembler {
     }
 
     fn release(&mut self, start: u64, end: u64, ts: u32, now: Instant) {
+        // Packets missing before this frame may still come (a NACK's
+        // retransmission): wait a little before giving them up.
+        let older = self.packets.first_key_value().is_some_and(|(&k, _)| k < start);
+        let gap = self.done_through.is_some_and(|d| start > d + 1);
+        if (older || gap) && !self.forcing {
+            let since = *self.held_since.get_or_insert(now);
+            if now < since + self.cfg.repair_wait {
+                return;
+            }
+        }
+        self.held_since = None;
         // Older frames can no longer be decoded in order: give them up.
         while let Some((&k, _)) = self.packets.first_key_value() {
             if k >= start {

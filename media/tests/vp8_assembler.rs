@@ -194,6 +194,33 @@ fn wrap_around_at_65535() {
     assert_eq!(push(&mut a, t0, &p1[0]), Err(Rejected::Late));
 }
 
+/// A packet lost and retransmitted (NACK) while the next frame waits:
+/// both frames come out, in order, as soon as the gap is filled.
+#[test]
+fn a_retransmission_within_the_repair_wait_saves_the_frame() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(10);
+    let mut a = Vp8Assembler::default();
+    let d1 = frame_bytes(1, 300, true);
+    let p1 = s.frame(&d1);
+    for (i, p) in p1.iter().enumerate() {
+        if i != 1 {
+            push(&mut a, t0, p).unwrap();
+        }
+    }
+    let d2 = frame_bytes(2, 150, false);
+    for p in s.frame(&d2) {
+        push(&mut a, t0, &p).unwrap();
+    }
+    assert!(outputs(&mut a).is_empty(), "the complete frame waits for the one before it");
+    let t1 = t0 + Duration::from_millis(20);
+    push(&mut a, t1, &p1[1]).unwrap();
+    let out = outputs(&mut a);
+    assert_eq!(frames(&out).iter().map(|f| &f.data).collect::<Vec<_>>(), vec![&d1, &d2], "{out:?}");
+    assert!(drops(&out).is_empty(), "{out:?}");
+    assert_eq!(a.buffered_packets(), 0);
+}
+
 #[test]
 fn lost_packet_drops_the_frame_when_the_next_one_completes() {
     let t0 = Instant::now();
@@ -212,6 +239,11 @@ fn lost_packet_drops_the_frame_when_the_next_one_completes() {
     push(&mut a, t0, &p2[0]).unwrap();
     assert!(outputs(&mut a).is_empty(), "the older frame may still complete");
     push(&mut a, t0, &p2[1]).unwrap();
+    assert!(outputs(&mut a).is_empty(), "the complete frame waits for a retransmission a while");
+    let repair = AssemblerConfig::default().repair_wait;
+    assert_eq!(a.poll_timeout(), Some(t0 + repair));
+    let t1 = t0 + repair;
+    a.handle_timeout(t1);
     let out = outputs(&mut a);
     assert_eq!(
         out,
@@ -221,7 +253,7 @@ fn lost_packet_drops_the_frame_when_the_next_one_completes() {
                 packets: p1.len() - 1,
                 reason: DropReason::Superseded
             }),
-            Output::Frame(Vp8Frame { data: d2, rtp_timestamp: p2[0].ts, arrived: t0, keyframe: false, packets: 2 }),
+            Output::Frame(Vp8Frame { data: d2, rtp_timestamp: p2[0].ts, arrived: t1, keyframe: false, packets: 2 }),
         ]
     );
     // The lost packet, retransmitted too late, is refused.
@@ -243,10 +275,13 @@ fn a_whole_lost_frame_is_reported_as_a_gap() {
     for p in s.frame(&d3) {
         push(&mut a, t0, &p).unwrap();
     }
+    // Frame 3 waits for the missing ones a while, then they are given up.
+    assert_eq!(frames(&outputs(&mut a)).len(), 1);
+    a.handle_timeout(t0 + AssemblerConfig::default().repair_wait);
     let out = outputs(&mut a);
-    assert_eq!(frames(&out).len(), 2);
+    assert_eq!(frames(&out).len(), 1);
     assert_eq!(drops(&out), vec![Dropped { rtp_timestamp: None, packets: lost.len(), reason: DropReason::Gap }]);
-    assert!(matches!(out[1], Output::Dropped(_)), "reported before the frame after the gap: {out:?}");
+    assert!(matches!(out[0], Output::Dropped(_)), "reported before the frame after the gap: {out:?}");
 }
 
 #[test]
@@ -326,11 +361,12 @@ fn buffer_is_bounded() {
     let out = outputs(&mut a);
     assert!(out.len() <= one2one_media::vp8_assembler::MAX_OUTPUTS);
     assert!(drops(&out).iter().all(|d| d.reason == DropReason::Overflow));
-    // And it recovers.
+    // And it recovers (after the repair wait for what is missing before it).
     let d = frame_bytes(999, 300, true);
     for p in s.frame(&d) {
         push(&mut a, t0, &p).unwrap();
     }
+    a.handle_timeout(t0 + AssemblerConfig::default().repair_wait);
     let out = outputs(&mut a);
     assert_eq!(frames(&out).last().map(|f| &f.data), Some(&d));
 }
@@ -440,6 +476,7 @@ fn garbage_never_panics_and_stays_bounded() {
             max_packets: 1 + r.below(64) as usize,
             max_bytes: 1 + r.below(4000) as usize,
             max_wait: Duration::from_millis(r.below(50)),
+            repair_wait: Duration::from_millis(r.below(50)),
         };
         let mut a = Vp8Assembler::new(cfg);
         let mut now = t0;
@@ -495,8 +532,9 @@ fn lossy_reordered_duplicated_stream_never_yields_a_wrong_frame() {
         }
         let mut a = Vp8Assembler::default();
         let mut got = Vec::new();
-        for p in &arriving {
-            let _ = push(&mut a, t0, p);
+        // A packet every 10 ms: losses are given up after the repair wait.
+        for (i, p) in arriving.iter().enumerate() {
+            let _ = push(&mut a, t0 + Duration::from_millis(10 * i as u64), p);
             while let Some(o) = a.poll_output() {
                 if let Output::Frame(f) = o {
                     got.push(f);
@@ -514,7 +552,7 @@ fn lossy_reordered_duplicated_stream_never_yields_a_wrong_frame() {
             last_ts = Some(f.rtp_timestamp);
         }
         let st = a.stats();
-        assert_eq!(st.frames as usize, got.len());
+        assert_eq!(st.frames as usize, got.len(), "seed {seed}: {st:?}");
         if !lossy {
             // Reordering alone loses a frame only when its successor completes first.
             assert!(got.len() + st.dropped as usize >= sent.len() - 1, "seed {seed}: {st:?}");
