@@ -3,9 +3,9 @@
 //! outcome with its exit code.
 
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use one2one_media::analysis::dominant_frequency;
 use one2one_media::files::{Y4mReader, read_wav};
@@ -13,7 +13,7 @@ use one2one_media::pattern;
 
 mod common;
 
-use common::{BIN, TestServer, spawn, spawn_env, tmpdir};
+use common::{BIN, Pulse, TestServer, spawn, spawn_env, tmpdir};
 
 /// The last frames of a recording show the test pattern with the right bars.
 fn check_video(path: &Path, who: &str) -> usize {
@@ -148,64 +148,6 @@ fn tls_refused_unless_trusted() {
     assert!(msg.starts_with("TLS refused") && msg.contains("--insecure"), "{msg}");
     let mut c = spawn(&server.url, &["--insecure", "register", "tina"]);
     c.wait_event("registered", Duration::from_secs(10));
-}
-
-/// A private PulseAudio daemon with two null sinks: `o2o_mic` (what is
-/// played into it comes out of `o2o_mic.monitor`, the microphone) and
-/// `o2o_speaker` (whose monitor shows what the client played).
-struct Pulse {
-    child: Child,
-    server: String,
-    _dir: PathBuf,
-}
-
-impl Pulse {
-    fn start(name: &str) -> Pulse {
-        let dir = tmpdir(name);
-        let socket = dir.join("native");
-        let child = Command::new("pulseaudio")
-            .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--system=false", "--use-pid-file=no"])
-            .args(["--disable-shm=yes", "--log-target=stderr", "--log-level=error"])
-            .arg("-L")
-            .arg(format!("module-native-protocol-unix socket={} auth-anonymous=1", socket.display()))
-            .args(["-L", "module-null-sink sink_name=o2o_mic rate=48000 channels=1"])
-            .args(["-L", "module-null-sink sink_name=o2o_speaker rate=48000 channels=2"])
-            .env("HOME", &dir)
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env("PULSE_RUNTIME_PATH", &dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("pulseaudio is missing: apt-get install pulseaudio pulseaudio-utils (scripts/install-deps --test does it)");
-        let pulse = Pulse { child, server: format!("unix:{}", socket.display()), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let ok = Command::new("pactl")
-                .arg("info")
-                .env("PULSE_SERVER", &pulse.server)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("pactl is missing: apt-get install pulseaudio-utils");
-            if ok.success() {
-                return pulse;
-            }
-            assert!(Instant::now() < deadline, "PulseAudio did not come up within 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("PULSE_SERVER", &self.server);
-        c
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The native audio path: carol's microphone is a PulseAudio source that

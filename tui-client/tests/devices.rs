@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_one2one");
+mod common;
+
+use common::{BIN, Pulse, tmpdir};
 const NO_DEVICE: i32 = 11;
 const SERVER_UNREACHABLE: i32 = 3;
 /// Nothing listens on the discard port: a client that got past its device
@@ -32,13 +34,6 @@ const PLUGINS: &[&str] = &[
     "speex",
     "usbstream",
 ];
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("one2one-devtest-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 struct Run {
     code: i32,
@@ -146,57 +141,6 @@ fn check_section(s: &Section, instead: &str) {
             !PLUGINS.contains(&kind) && !kind.starts_with("surround") && kind != "hw",
             "a bare ALSA plugin listed: {id}"
         );
-    }
-}
-
-/// A private PulseAudio daemon with two null sinks (`o2o_mic`, whose
-/// monitor is a source, and `o2o_speaker`).
-struct Pulse {
-    child: Child,
-    server: String,
-    _dir: PathBuf,
-}
-
-impl Pulse {
-    fn start(name: &str) -> Pulse {
-        let dir = tmpdir(name);
-        let socket = dir.join("native");
-        let child = Command::new("pulseaudio")
-            .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--system=false", "--use-pid-file=no"])
-            .args(["--disable-shm=yes", "--log-target=stderr", "--log-level=error"])
-            .arg("-L")
-            .arg(format!("module-native-protocol-unix socket={} auth-anonymous=1", socket.display()))
-            .args(["-L", "module-null-sink sink_name=o2o_mic rate=48000 channels=1"])
-            .args(["-L", "module-null-sink sink_name=o2o_speaker rate=48000 channels=2"])
-            .env("HOME", &dir)
-            .env("XDG_RUNTIME_DIR", &dir)
-            .env("PULSE_RUNTIME_PATH", &dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("pulseaudio is missing: apt-get install pulseaudio pulseaudio-utils (scripts/install-deps --test does it)");
-        let pulse = Pulse { child, server: format!("unix:{}", socket.display()), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let ok = Command::new("pactl")
-                .arg("info")
-                .env("PULSE_SERVER", &pulse.server)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("pactl is missing: apt-get install pulseaudio-utils");
-            if ok.success() {
-                return pulse;
-            }
-            assert!(Instant::now() < deadline, "PulseAudio did not come up within 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
