@@ -238,6 +238,7 @@ impl Vp8Assembler {
         self.bytes += slot.len();
         self.packets.insert(ext, slot);
 
+        let released_before = self.stats.frames;
         // A first packet may end the frame before it (no marker seen), so
         // that frame is tried first: frames come out in order.
         if let (Some(prev), Some(this)) =
@@ -250,7 +251,11 @@ impl Vp8Assembler {
             self.try_complete(ext, now);
         }
         self.skip_leading_padding();
-        self.release_ready(now);
+        // A frame held behind missing packets may go now; with nothing
+        // released and nothing held there is nothing to look for.
+        if self.stats.frames != released_before || self.held_since.is_some() {
+            self.release_ready(now);
+        }
         while self.packets.len() > self.cfg.max_packets || self.bytes > self.cfg.max_bytes {
             self.drop_front(DropReason::Overflow, u64::MAX);
         }

@@ -91,14 +91,14 @@ struct Window {
 }
 
 impl RepeatLimiter {
-    /// Whether the event at `callsite` (described by `name` for the
-    /// summary) may be written now.
-    pub fn allow(&mut self, now: Instant, callsite: Identifier, name: &str) -> bool {
+    /// Whether the event at `callsite` may be written now; `name` describes
+    /// the callsite for the summary and is only called for a new one.
+    pub fn allow(&mut self, now: Instant, callsite: Identifier, name: impl FnOnce() -> String) -> bool {
         let w = self.windows.entry(callsite).or_insert_with(|| Window {
             start: now,
             shown: 0,
             suppressed: 0,
-            name: name.to_owned(),
+            name: name(),
         });
         if now.saturating_duration_since(w.start) >= REPEAT_WINDOW && w.suppressed == 0 {
             w.start = now;
@@ -149,9 +149,10 @@ impl<S> Filter<S> for Repeats {
         if *meta.level() > Level::WARN {
             return true;
         }
-        let name = format!("{} ({}:{})", meta.target(), meta.file().unwrap_or("?"), meta.line().unwrap_or(0));
+        // The name is built once per callsite, not per event of a flood.
+        let name = || format!("{} ({}:{})", meta.target(), meta.file().unwrap_or("?"), meta.line().unwrap_or(0));
         match self.0.lock() {
-            Ok(mut l) => l.allow(Instant::now(), meta.callsite(), &name),
+            Ok(mut l) => l.allow(Instant::now(), meta.callsite(), name),
             Err(_) => true,
         }
     }
@@ -218,14 +219,14 @@ mod tests {
         let mut l = RepeatLimiter::default();
         let id = site();
         let shown = (0..3428)
-            .filter(|i| l.allow(t0 + Duration::from_millis(*i), id.clone(), "webrtc (driver.rs:1654)"))
+            .filter(|i| l.allow(t0 + Duration::from_millis(*i), id.clone(), || "webrtc (driver.rs:1654)".to_owned()))
             .count();
         assert_eq!(shown, REPEATS_SHOWN as usize);
         assert_eq!(l.take_suppressed(t0 + Duration::from_secs(1)), [], "the window is not over yet");
         let over = l.take_suppressed(t0 + REPEAT_WINDOW);
         assert_eq!(over, [("webrtc (driver.rs:1654)".to_owned(), 3428 - u64::from(REPEATS_SHOWN))]);
         // A new window shows lines again.
-        assert!(l.allow(t0 + REPEAT_WINDOW + Duration::from_millis(1), id.clone(), "x"));
+        assert!(l.allow(t0 + REPEAT_WINDOW + Duration::from_millis(1), id.clone(), || "x".to_owned()));
         // A quiet callsite is forgotten once its window is over.
         assert_eq!(l.take_suppressed(t0 + REPEAT_WINDOW * 3), []);
         assert!(l.windows.is_empty());

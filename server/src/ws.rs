@@ -122,19 +122,11 @@ enum End {
     Close { code: u16, reason: &'static str, can_read: bool },
 }
 
-/// Escapes control characters and truncates a client-supplied string for a
-/// log line.
+/// A client-supplied string for a log field: `shared_proto::log_safe`'s
+/// escaping and cut, without its quotes.
 fn logsafe(s: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        out.extend(c.escape_debug());
-    }
-    out
+    let quoted = shared_proto::log_safe(s).to_string();
+    quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or(&quoted).to_owned()
 }
 
 pub async fn serve_socket(socket: WebSocket, app: Arc<AppState>, peer: SocketAddr) {

@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn sigterm_tells_users_and_exits_cleanly() {
     let port = free_port();
@@ -64,42 +60,15 @@ async fn sigterm_tells_users_and_exits_cleanly() {
 /// a log that is not a terminal carries no colour codes.
 #[test]
 fn banner_names_the_real_address_and_piped_logs_have_no_ansi() {
-    use std::io::{BufRead, BufReader};
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
-        .args(["--http", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
-        .env_remove("NO_COLOR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).split(b'\n') {
-            let Ok(line) = line else { break };
-            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + DEADLINE;
-    let mut lines: Vec<String> = Vec::new();
+    let mut server = Proc::spawn(&["--http", "--listen", &format!("127.0.0.1:{port}")], Some("info"));
     // The banner, then the first tracing line ("listening") after it.
-    while !lines.iter().any(|l| l.contains("one2one-server is up")) || !lines.iter().any(|l| l.contains("listening")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no banner and log line within {DEADLINE:?} ({e}); stderr so far: {lines:#?}");
-            }
-        }
+    server.wait_line("listening");
+    if !server.seen.iter().any(|l| l.contains("one2one-server is up")) {
+        server.wait_line("one2one-server is up");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let lines = std::mem::take(&mut server.seen);
+    drop(server);
     let banner = lines.iter().find(|l| l.contains("one2one-server is up")).unwrap();
     assert!(banner.contains(&format!("Open http://127.0.0.1:{port}/ ")), "{banner}");
     assert!(banner.contains(&format!("ws://127.0.0.1:{port}/one2one")), "{banner}");
@@ -113,24 +82,8 @@ fn banner_names_the_real_address_and_piped_logs_have_no_ansi() {
 /// client's address; client text is escaped.
 #[tokio::test]
 async fn json_logs_carry_the_clients_address() {
-    use std::io::BufRead as _;
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
-        .args(["--http", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut server = Proc::spawn(&["--http", "--log-format", "json", "--listen", &format!("127.0.0.1:{port}")], None);
     let url = format!("ws://127.0.0.1:{port}/one2one");
     let deadline = Instant::now() + DEADLINE;
     let mut alice = loop {
@@ -149,12 +102,10 @@ async fn json_logs_carry_the_clients_address() {
     assert!(alice.recv_signal().await.contains("You cannot call yourself"));
 
     // Every line is JSON; the three events carry the client's address.
-    let mut seen = vec![];
+    let mut seen: Vec<serde_json::Value> = vec![];
     let want = ["registered", "registration refused", "call refused"];
-    let deadline = Instant::now() + DEADLINE;
-    while !want.iter().all(|w| seen.iter().any(|l: &serde_json::Value| l["fields"]["message"] == *w)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("missing log lines; saw {seen:#?}"));
+    while !want.iter().all(|w| seen.iter().any(|l| l["fields"]["message"] == *w)) {
+        let line = server.wait_for("(any)", |_| true);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         seen.push(v);
     }
@@ -163,6 +114,4 @@ async fn json_logs_carry_the_clients_address() {
         let text = line.to_string();
         assert!(text.contains(r#""peer":"127.0.0.1:"#), "{w}: no client address: {text}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

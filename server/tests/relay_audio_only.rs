@@ -7,24 +7,13 @@
 mod common;
 mod relay_support;
 
-use std::time::Duration;
-
 use common::*;
 use relay_support::*;
 
-/// How long the full peer sends (it cannot see when the test peer has enough).
-const SEND_FOR: Duration = Duration::from_secs(4);
-
 /// Waits until `one2one_calls_established_total` reaches `want`.
 async fn established(server: &one2one_server::Server, want: u64) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = metric(&server.metrics.render(), "one2one_calls_established_total");
-        if v >= want || tokio::time::Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m = metrics_when(server, "one2one_calls_established_total", |v| v >= want).await;
+    metric(&m, "one2one_calls_established_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,10 +24,7 @@ async fn caller_with_only_a_microphone_gets_an_audio_call() {
     let (mut peer, ()) =
         tokio::join!(TestPeer::call(Spec::MIC_ONLY, &mut alice, media_ip(), "bob"), bob.answer("alice"));
 
-    let done = Done::of(1);
-    let src = Source { rgb: [200, 30, 30], tone_hz: 440.0 };
-    let (at_alice, at_bob) =
-        tokio::join!(peer.run(&mut alice, true, SEND_FOR, |_| false), bob.exchange(src, SEND_FOR, &done, |_| false));
+    let (at_alice, at_bob) = talk(&mut peer, &mut alice, &mut bob, Source { rgb: [200, 30, 30], tone_hz: 440.0 }).await;
     assert!(at_alice.connected, "alice never connected: {at_alice:?}");
     assert!(at_alice.audio_packets >= 25, "alice heard only {} packets", at_alice.audio_packets);
     assert_eq!(at_alice.video_packets, 0, "alice offered no video");
@@ -59,10 +45,7 @@ async fn callee_without_video_gets_the_call_and_the_callers_video_is_not_forward
     let ((), mut peer) =
         tokio::join!(alice.call("bob"), TestPeer::answer(Spec::MIC_ONLY, &mut bob, media_ip(), "alice"));
 
-    let done = Done::of(1);
-    let src = Source { rgb: [200, 30, 30], tone_hz: 440.0 };
-    let (at_alice, at_bob) =
-        tokio::join!(alice.exchange(src, SEND_FOR, &done, |_| false), peer.run(&mut bob, true, SEND_FOR, |_| false));
+    let (at_bob, at_alice) = talk(&mut peer, &mut bob, &mut alice, Source { rgb: [200, 30, 30], tone_hz: 440.0 }).await;
     assert!(at_alice.audio_packets >= 25, "alice heard only {} packets", at_alice.audio_packets);
     assert_eq!(at_alice.frames, 0, "bob has no camera");
     assert!(at_bob.audio_packets >= 25, "bob heard only {} packets", at_bob.audio_packets);
@@ -82,10 +65,7 @@ async fn caller_that_only_receives_video_sees_the_callees_camera() {
     let (mut peer, ()) =
         tokio::join!(TestPeer::call(Spec::WATCHER, &mut alice, media_ip(), "bob"), bob.answer("alice"));
 
-    let done = Done::of(1);
-    let src = Source { rgb: [40, 60, 220], tone_hz: 660.0 };
-    let (at_alice, at_bob) =
-        tokio::join!(peer.run(&mut alice, true, SEND_FOR, |_| false), bob.exchange(src, SEND_FOR, &done, |_| false));
+    let (at_alice, at_bob) = talk(&mut peer, &mut alice, &mut bob, Source { rgb: [40, 60, 220], tone_hz: 660.0 }).await;
     assert!(at_alice.video_packets >= 20, "alice got only {} video packets", at_alice.video_packets);
     assert!(at_alice.audio_packets >= 25, "alice heard only {} packets", at_alice.audio_packets);
     assert!(at_bob.audio_packets >= 25, "bob heard only {} packets", at_bob.audio_packets);

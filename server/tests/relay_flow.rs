@@ -11,22 +11,13 @@ use std::time::Duration;
 use common::*;
 use relay_support::*;
 
-/// How long the full peer sends (it cannot see when the test peer has enough).
-const SEND_FOR: Duration = Duration::from_secs(4);
-
 fn established_total(server: &one2one_server::Server) -> u64 {
     metric(&server.metrics.render(), "one2one_calls_established_total")
 }
 
 async fn wait_established(server: &one2one_server::Server, want: u64) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = established_total(server);
-        if v >= want || tokio::time::Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m = metrics_when(server, "one2one_calls_established_total", |v| v >= want).await;
+    metric(&m, "one2one_calls_established_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,10 +31,7 @@ async fn public_ip_keeps_the_private_candidates() {
     // alice's peer shows what the server advertises.
     let (mut peer, ()) =
         tokio::join!(TestPeer::call(Spec::MIC_ONLY, &mut alice, media_ip(), "bob"), bob.answer("alice"));
-    let done = Done::of(1);
-    let src = Source { rgb: [200, 30, 30], tone_hz: 440.0 };
-    let (at_alice, at_bob) =
-        tokio::join!(peer.run(&mut alice, true, SEND_FOR, |_| false), bob.exchange(src, SEND_FOR, &done, |_| false));
+    let (at_alice, at_bob) = talk(&mut peer, &mut alice, &mut bob, Source { rgb: [200, 30, 30], tone_hz: 440.0 }).await;
     assert!(at_alice.connected, "alice did not connect with --public-ip set");
     assert!(
         at_alice.audio_packets >= 25 && at_bob.audio_packets >= 25,
@@ -102,10 +90,7 @@ async fn established_waits_for_media_both_ways() {
     let (mut peer, ()) =
         tokio::join!(TestPeer::call(Spec::MIC_ONLY, &mut alice, media_ip(), "bob"), bob.answer("alice"));
     assert_eq!(established_total(&server), 0, "established at the answers, before any media");
-    let done = Done::of(1);
-    let src = Source { rgb: [200, 30, 30], tone_hz: 440.0 };
-    let (at_alice, at_bob) =
-        tokio::join!(peer.run(&mut alice, true, SEND_FOR, |_| false), bob.exchange(src, SEND_FOR, &done, |_| false));
+    let (at_alice, at_bob) = talk(&mut peer, &mut alice, &mut bob, Source { rgb: [200, 30, 30], tone_hz: 440.0 }).await;
     assert!(
         at_alice.audio_packets >= 25 && at_bob.audio_packets >= 25,
         "alice {at_alice:?}, bob {}",
@@ -118,15 +103,8 @@ async fn established_waits_for_media_both_ways() {
 
     // Issue 14 item 11, after real calls: every call that rang ended once,
     // with one reason, and the set-up sample sits in a bucket under 10 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let m = loop {
-        let m = server.metrics.render();
-        if metric(&m, "one2one_active_calls") == 0 {
-            break m;
-        }
-        assert!(std::time::Instant::now() < deadline, "calls still active: {m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let m = metrics_when(&server, "one2one_active_calls", |v| v == 0).await;
+    assert_eq!(metric(&m, "one2one_active_calls"), 0, "calls still active: {m}");
     let sum = |prefix: &str| -> u64 {
         m.lines()
             .filter(|l| l.starts_with(prefix))
@@ -155,15 +133,7 @@ async fn a_call_whose_media_never_flows_both_ways_ends_at_the_setup_timeout() {
         "the setup timeout did not end the call: {:?}",
         at_alice.signals
     );
-    // The gauges are stored once the hub has sent what the core said.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let m = loop {
-        let m = server.metrics.render();
-        if metric(&m, "one2one_active_calls") == 0 || std::time::Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let m = metrics_when(&server, "one2one_active_calls", |v| v == 0).await;
     assert_eq!(metric(&m, "one2one_calls_established_total"), 0, "{m}");
     assert_eq!(metric(&m, "one2one_active_calls"), 0, "{m}");
     peer.close().await;

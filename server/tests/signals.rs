@@ -4,86 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The server with its stderr read line by line.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).split(b'\n') {
-                let Ok(line) = line else { break };
-                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut p = Proc { child, lines, seen: vec![] };
-        p.wait_line("listening");
-        p
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
-    }
-
-    /// The first line (from now on) that holds `needle`.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(l) => self.seen.push(l),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no log line with {needle:?}; log so far:\n{}", self.seen.join("\n"));
-                }
-            }
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn terminate(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 #[tokio::test]
 async fn sighup_over_http_changes_nothing_and_calls_go_on() {
@@ -116,7 +42,7 @@ async fn sighup_over_http_changes_nothing_and_calls_go_on() {
     carol
         .expect(r#"{"id":"registerResponse","response":"rejected ","message":"User alice is already registered"}"#)
         .await;
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.terminate().0, Some(0));
 }
 
 fn write_identity(dir: &std::path::Path) -> CertificateDer<'static> {
@@ -188,6 +114,6 @@ async fn sighup_reloads_the_tls_certificate_for_new_connections() {
     server.wait_line("SIGHUP: TLS certificate not reloaded");
     assert!(server.running());
     assert!(tls_to(port, &second).await.is_ok());
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.terminate().0, Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

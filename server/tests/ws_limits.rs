@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -200,45 +199,19 @@ async fn wait_for(server: &one2one_server::Server, needle: &str) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The real binary: each kind of close (rate 1008, size 1009, idle 1001)
 /// is logged exactly once, with the connection id and the peer's address;
 /// a client's close reason is escaped in the log (item 9).
 #[tokio::test]
 async fn each_close_is_logged_once_with_conn_and_peer() {
-    use std::io::{BufRead, BufReader};
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_one2one-server"))
-        .args(["--http", "--listen", &format!("127.0.0.1:{port}"), "--ws-idle-timeout", "1"])
-        .args(["--max-message-bytes", "1000", "--rate-limit", "1"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).split(b'\n') {
-            let Ok(line) = line else { break };
-            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    let tcp = loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("the server never listened: {e}"),
-        }
-    };
-    drop(tcp);
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Proc::spawn(
+        &["--http", "--listen", &listen, "--ws-idle-timeout", "1", "--max-message-bytes", "1000", "--rate-limit", "1"],
+        Some("info"),
+    );
+    server.wait_line("listening");
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
 
     // 1008: a burst.
     let mut chatty = raw(addr).await;
@@ -263,22 +236,11 @@ async fn each_close_is_logged_once_with_conn_and_peer() {
     polite.close(Some(CloseFrame { code: CloseCode::Normal, reason: forged.into() })).await.unwrap();
     assert_closed(&read_to_end(&mut polite).await, CloseCode::Normal, forged);
 
-    let mut lines: Vec<String> = Vec::new();
     let want_idle = format!("peer=127.0.0.1:{quiet_port}");
-    while !lines.iter().any(|l| l.contains("idle timeout") && l.contains(&want_idle)) {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no idle-timeout close logged; log so far:\n{}", lines.join("\n"));
-            }
-        }
-    }
+    server.wait_for("with the idle-timeout close", |l| l.contains("idle timeout") && l.contains(&want_idle));
     // The quiet client, reading at last, finds the pings and the close.
     assert_closed(&read_to_end(&mut quiet).await, CloseCode::Away, "idle timeout");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    lines.extend(rx.iter());
+    let (code, lines) = server.terminate();
     let log = lines.join("\n");
     let count = |needle: &str, port: u16| {
         let peer = format!("peer=127.0.0.1:{port}");
@@ -310,5 +272,5 @@ async fn each_close_is_logged_once_with_conn_and_peer() {
     );
     assert!(!log.contains("\x1b["), "raw escape codes in the log: {log:?}");
     assert!(!lines.iter().any(|l| l.starts_with("2099-01-01")), "a forged line: {log}");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(code, Some(0));
 }

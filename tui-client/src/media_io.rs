@@ -462,7 +462,12 @@ impl Recorder {
         }
         let _ = w.write_frame(f);
         self.video_slots = slot + 1;
-        self.last_frame = Some(f.clone());
+        // Kept for repeats; the buffer is reused (sizes only change with a
+        // new file, which clears it).
+        match &mut self.last_frame {
+            Some(prev) if prev.data.len() == f.data.len() => prev.data.copy_from_slice(&f.data),
+            slot => *slot = Some(f.clone()),
+        }
     }
 
     pub fn audio(&mut self, pcm: &[i16]) {

@@ -15,7 +15,6 @@ use common::{BIN, TestServer, media_ip, spawn, tmpdir};
 struct Tmux {
     socket: String,
     status: PathBuf,
-    log: PathBuf,
 }
 
 impl Tmux {
@@ -23,7 +22,7 @@ impl Tmux {
         Command::new("tmux").arg("-V").output().expect("tmux is missing: apt-get install tmux");
         let dir = tmpdir(&format!("tmux-{name}"));
         let status = dir.join("status");
-        let log = dir.join("state");
+        let state = dir.join("state");
         let socket = format!("one2one-{name}-{}", std::process::id());
         let ip = media_ip().to_string();
         let mut cmd = vec![BIN.to_owned(), "--media-ip".into(), ip, "--speaker".into(), "none".into()];
@@ -31,8 +30,8 @@ impl Tmux {
         // stderr of the TUI goes to a log while it runs (XDG_STATE_HOME);
         // what it prints after restoring the screen lands in the pane.
         let line =
-            format!("XDG_STATE_HOME={} {}; echo $? > {}; sleep 600", log.display(), cmd.join(" "), status.display());
-        let t = Tmux { socket, status, log };
+            format!("XDG_STATE_HOME={} {}; echo $? > {}; sleep 600", state.display(), cmd.join(" "), status.display());
+        let t = Tmux { socket, status };
         t.tmux(&["new-session", "-d", "-s", "t", "-x", &size.0.to_string(), "-y", &size.1.to_string(), &line]);
         t.tmux(&["set-option", "-t", "t", "remain-on-exit", "on"]);
         t
@@ -97,7 +96,6 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
-        let _ = &self.log;
     }
 }
 

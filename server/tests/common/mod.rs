@@ -2,6 +2,10 @@
 //! real WebRTC peers that send and check real media.
 #![allow(dead_code)]
 
+mod process;
+#[allow(unused_imports)]
+pub use process::{Proc, free_port};
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::common::{DEADLINE, Ws};
+use crate::common::{DEADLINE, Done, MediaUser, Received, Source, Ws};
 
 /// What a test peer offers.
 #[derive(Debug, Clone, Copy)]
@@ -265,6 +265,30 @@ impl TestPeer {
 
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+}
+
+/// How long the full peer sends (it cannot see when the test peer has enough).
+pub const SEND_FOR: Duration = Duration::from_secs(4);
+
+/// The test peer (on `ws`) and the full peer `full` both send for
+/// [`SEND_FOR`], the full one `src`; what each of them received.
+pub async fn talk(peer: &mut TestPeer, ws: &mut Ws, full: &mut MediaUser, src: Source) -> (Seen, Received) {
+    let done = Done::of(1);
+    tokio::join!(peer.run(ws, true, SEND_FOR, |_| false), full.exchange(src, SEND_FOR, &done, |_| false))
+}
+
+/// `/metrics` once the metric `name` passes `test` (the hub stores its
+/// gauges after it has sent what the core said), or as it is after
+/// [`DEADLINE`].
+pub async fn metrics_when(server: &one2one_server::Server, name: &str, test: impl Fn(u64) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = server.metrics.render();
+        if test(metric(&m, name)) || Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -21,6 +21,8 @@ pub fn media_ip() -> IpAddr {
 
 pub struct TestServer {
     pub url: String,
+    /// The server's counters, as `/metrics` shows them.
+    pub metrics: std::sync::Arc<one2one_server::metrics::Metrics>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,13 +55,14 @@ impl TestServer {
                     one2one_server::Transport::Http
                 };
                 let server = one2one_server::start(listener, transport, config).await.unwrap();
-                tx.send(server.addr).unwrap();
+                tx.send((server.addr, server.metrics.clone())).unwrap();
                 let _ = stop_rx.await;
                 server.shutdown().await;
             });
         });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("server start");
+        let (addr, metrics) = rx.recv_timeout(Duration::from_secs(10)).expect("server start");
         TestServer {
+            metrics,
             url: format!("{}://{addr}/one2one", if tls { "wss" } else { "ws" }),
             stop: Some(stop_tx),
             thread: Some(thread),
