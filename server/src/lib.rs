@@ -27,8 +27,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::hub::HubHandle;
-use crate::media::MediaBackend;
 use crate::media::relay::{RelayBackend, RelayConfig};
+use crate::media::{MediaBackend, MediaConfig};
 use crate::metrics::Metrics;
 use crate::signaling::Signaling;
 use crate::ws::WsLimits;
@@ -45,11 +45,17 @@ pub struct AppState {
 }
 
 /// Everything `run` needs; `main` fills it from the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub signaling: signaling::Config,
     pub limits: WsLimits,
+    /// Which backend carries the signaling's calls (`--media`).
+    pub media: MediaConfig,
+    /// The embedded relay's settings: for `--media embedded` and for the
+    /// endpoints of `--kms-listen`.
     pub relay: RelayConfig,
+    /// Serve the KMS JSON-RPC protocol on `ws://ADDR/kurento` (`--kms-listen`).
+    pub kms_listen: Option<SocketAddr>,
     /// ICE servers handed to web clients (and used by the relay).
     pub ice_servers: Vec<IceServer>,
     /// Serve this folder instead of the built-in web client.
@@ -112,7 +118,11 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut relay_cfg = config.relay.clone();
     relay_cfg.ice_servers = config.ice_servers.clone();
-    let backend: Arc<dyn MediaBackend> = Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone()));
+    let backend: Arc<dyn MediaBackend> = match &config.media {
+        MediaConfig::Embedded => Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone())),
+        MediaConfig::Kurento(k) => media::kurento::backend(k.clone(), events_tx, metrics.clone()),
+        MediaConfig::Custom(make) => make(events_tx, metrics.clone()),
+    };
     let hub = hub::spawn(Signaling::new(config.signaling.clone()), backend, metrics.clone());
     hub::spawn_media_pump(events_rx, hub.clone());
     let client_config = serde_json::json!({ "iceServers": config.ice_servers }).to_string();

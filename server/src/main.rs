@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use one2one_server::media::MediaConfig;
+use one2one_server::media::kurento::KurentoConfig;
 use one2one_server::media::relay::{PortPolicy, RelayConfig};
 use one2one_server::ws::WsLimits;
 use one2one_server::{IceServer, ServerConfig, Transport, signaling, tls};
@@ -34,6 +36,20 @@ struct Args {
     /// Where calls get their media.
     #[arg(long, value_enum, default_value_t = Media::Embedded)]
     media: Media,
+    /// Kurento Media Server to put calls on, as ws://HOST:PORT/kurento
+    /// (repeatable: each new call goes to the reachable one with the fewest
+    /// calls).
+    #[arg(long = "kms-uri", value_name = "URI", help_heading = "Kurento (--media kurento)")]
+    kms_uris: Vec<String>,
+    /// Seconds any one request to a media server may take before the call
+    /// it serves fails (0.5 to 60).
+    #[arg(long, value_name = "SECS", default_value_t = 4.0, value_parser = parse_kms_timeout, help_heading = "Kurento (--media kurento)")]
+    kms_timeout: f64,
+    /// Also be a Kurento Media Server for kurento-client apps: plain
+    /// WebSocket on ws://ADDR/kurento, each WebRtcEndpoint a leg of the
+    /// embedded relay (off by default).
+    #[arg(long, value_name = "ADDR", help_heading = "KMS endpoint (--kms-listen)")]
+    kms_listen: Option<SocketAddr>,
     /// Seconds an unanswered call rings before it ends (1 to 86400).
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     ring_timeout: u64,
@@ -55,19 +71,19 @@ struct Args {
     /// UDP ports for media, as LOW-HIGH: one port per call leg, so two per
     /// call, and at most (HIGH-LOW+1)/2 calls at once (more callers hear
     /// "server busy" before anyone is rung).
-    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range)]
+    #[arg(long, value_name = "LOW-HIGH", value_parser = parse_range, help_heading = "Embedded relay (--media embedded, --kms-listen)")]
     udp_port_range: Option<(u16, u16)>,
     /// Local addresses to gather media candidates on (repeatable). Default:
     /// every non-loopback interface.
-    #[arg(long = "media-ip", value_name = "IP")]
+    #[arg(long = "media-ip", value_name = "IP", help_heading = "Embedded relay (--media embedded, --kms-listen)")]
     media_ips: Vec<IpAddr>,
     /// Public address to advertise for media (1:1 NAT, e.g. a cloud VM),
     /// in addition to the local addresses (repeatable).
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", help_heading = "Embedded relay (--media embedded, --kms-listen)")]
     public_ip: Vec<IpAddr>,
     /// Advertise only the --public-ip addresses, not the local ones (for a
     /// NAT where clients can never reach the private address).
-    #[arg(long, requires = "public_ip")]
+    #[arg(long, requires = "public_ip", help_heading = "Embedded relay (--media embedded, --kms-listen)")]
     public_ip_only: bool,
     /// STUN or TURN URL for ICE (repeatable): stun:HOST[:PORT] or
     /// turn:HOST[:PORT]; also handed to web clients through /api/config.
@@ -86,10 +102,13 @@ struct Args {
     ice_credential: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Media {
     /// The built-in WebRTC relay: nothing else has to run.
     Embedded,
+    /// Kurento Media Servers (--kms-uri): a pipeline per call, as the
+    /// Kurento tutorial does.
+    Kurento,
 }
 
 const AFTER_HELP: &str = "\
@@ -112,6 +131,11 @@ to reload); it never stops the server.";
 fn parse_max_message(s: &str) -> Result<usize, String> {
     let v: usize = s.parse().map_err(|_| "must be a number of bytes from 512 to 16777216".to_owned())?;
     if (512..=16 * 1024 * 1024).contains(&v) { Ok(v) } else { Err("must be from 512 to 16777216 bytes".into()) }
+}
+
+fn parse_kms_timeout(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| "must be seconds, from 0.5 to 60".to_owned())?;
+    if v.is_finite() && (0.5..=60.0).contains(&v) { Ok(v) } else { Err("must be from 0.5 to 60 seconds".into()) }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -166,6 +190,18 @@ fn main() -> anyhow::Result<()> {
 
 /// What clap cannot see: settings that would start a broken server.
 fn check(args: &Args) {
+    match args.media {
+        Media::Kurento if args.kms_uris.is_empty() => {
+            refuse("--media kurento needs at least one --kms-uri ws://HOST:PORT/kurento")
+        }
+        Media::Embedded if !args.kms_uris.is_empty() => refuse("--kms-uri needs --media kurento"),
+        _ => {}
+    }
+    for uri in &args.kms_uris {
+        if let Err(e) = one2one_server::checks::kms_uri(uri) {
+            refuse(&e);
+        }
+    }
     let has_credentials = args.ice_username.is_some() && args.ice_credential.is_some();
     for url in &args.ice_servers {
         if let Err(e) = one2one_server::checks::ice_server(url, has_credentials) {
@@ -200,7 +236,6 @@ fn check(args: &Args) {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let json = args.log_format == one2one_server::logging::LogFormat::Json;
-    let Media::Embedded = args.media;
     let ice_servers: Vec<IceServer> = args
         .ice_servers
         .iter()
@@ -221,8 +256,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signaling: signaling::Config {
             ring_timeout: Duration::from_secs(args.ring_timeout),
             // One UDP port per call leg: more calls than half the range
-            // cannot get media, so they are refused before ringing.
-            max_calls: args.udp_port_range.map(|(lo, hi)| ports_in(lo, hi) / 2),
+            // cannot get media, so they are refused before ringing (a
+            // Kurento server has its own ports).
+            max_calls: args
+                .udp_port_range
+                .filter(|_| args.media == Media::Embedded)
+                .map(|(lo, hi)| ports_in(lo, hi) / 2),
             ..Default::default()
         },
         limits: WsLimits {
@@ -238,6 +277,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             public_ip_only: args.public_ip_only,
             ..Default::default()
         },
+        media: match args.media {
+            Media::Embedded => MediaConfig::Embedded,
+            Media::Kurento => MediaConfig::Kurento(KurentoConfig {
+                uris: args.kms_uris.clone(),
+                request_timeout: Duration::from_secs_f64(args.kms_timeout),
+                ..Default::default()
+            }),
+        },
+        kms_listen: args.kms_listen,
         ice_servers,
         web_root: args.web_root.clone(),
     };

@@ -48,77 +48,10 @@ use std::time::{Duration, Instant};
 
 use shared_proto::{CallAnswer, ClientMsg, IceCandidate, ServerMsg, log_safe, text};
 
+pub use crate::media::{CallId, Leg, MediaCmd, MediaEvent};
+
 /// One signaling connection (WebSocket).
 pub type ConnId = u64;
-
-/// One call, from `call` to its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(pub u64);
-
-impl std::fmt::Display for CallId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "call-{}", self.0)
-    }
-}
-
-/// One side of a call: each user talks WebRTC to the server on their own leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Leg {
-    Caller,
-    Callee,
-}
-
-impl Leg {
-    pub fn other(self) -> Leg {
-        match self {
-            Leg::Caller => Leg::Callee,
-            Leg::Callee => Leg::Caller,
-        }
-    }
-    fn index(self) -> usize {
-        match self {
-            Leg::Caller => 0,
-            Leg::Callee => 1,
-        }
-    }
-}
-
-/// What the core asks of the media backend. Commands for one call arrive
-/// in order: `Start`, then any `AddCandidate`s, then exactly one `Release`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaCmd {
-    /// Build both legs and answer both offers (both users are offerers).
-    Start { call: CallId, caller_offer: String, callee_offer: String },
-    /// A candidate of a user, for that user's leg.
-    AddCandidate { call: CallId, leg: Leg, candidate: IceCandidate },
-    /// Free everything the call holds. Sent on every end after `Start`.
-    Release { call: CallId },
-}
-
-/// What the media backend reports back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    Answers {
-        call: CallId,
-        caller_answer: String,
-        callee_answer: String,
-    },
-    Candidate {
-        call: CallId,
-        leg: Leg,
-        candidate: IceCandidate,
-    },
-    Failed {
-        call: CallId,
-        reason: String,
-    },
-    /// Media has flowed both ways (each leg has received RTP that was
-    /// forwarded to the other). Ends the call's set-up time; repeats and
-    /// events for calls that are gone are ignored.
-    Established {
-        call: CallId,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -208,6 +141,8 @@ struct Call {
     accepted: Option<Instant>,
     /// Media has flowed both ways ([`MediaEvent::Established`]).
     established: bool,
+    /// Each leg's SDP answer, held until both are there.
+    answers: [Option<String>; 2],
 }
 
 impl Call {
@@ -660,6 +595,7 @@ impl Signaling {
                 caller_queue,
                 accepted: None,
                 established: false,
+                answers: [None, None],
             },
         );
         self.counters.calls_started += 1;
@@ -831,12 +767,19 @@ impl Signaling {
                     self.send(to, ServerMsg::IceCandidate { candidate: candidate.kurento_tagged() });
                 }
             }
-            MediaEvent::Answers { call: id, caller_answer, callee_answer } => {
+            MediaEvent::Answer { call: id, leg, sdp } => {
                 let Some(call) = self.calls.get_mut(&id) else {
                     // The call ended during setup; its Release is already out.
                     return;
                 };
                 let Phase::Connecting = call.phase else {
+                    return;
+                };
+                call.answers[leg.index()] = Some(sdp);
+                let [Some(_), Some(_)] = &call.answers else {
+                    return;
+                };
+                let [Some(caller_answer), Some(callee_answer)] = std::mem::take(&mut call.answers) else {
                     return;
                 };
                 call.phase = Phase::Active;
@@ -869,9 +812,9 @@ impl Signaling {
                 tracing::info!(%id, caller = %log_safe(&call.names[0]), callee = %log_safe(&call.names[1]), setup_ms = setup.as_millis() as u64, "call established: media flows both ways");
                 self.out.push_back(Output::Established { call: id, setup });
             }
-            MediaEvent::Failed { call, reason } => {
+            MediaEvent::Failed { call, error } => {
                 if self.calls.contains_key(&call) {
-                    self.end_call(call, EndReason::MediaFailed, Some(reason));
+                    self.end_call(call, EndReason::MediaFailed, Some(error.to_string()));
                 }
             }
         }

@@ -43,7 +43,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::runtime::{Runtime, TokioRuntime};
 
-use super::{CallId, EventSink, Leg, MediaBackend, MediaCmd, MediaEvent};
+use super::{CallId, EventSink, Leg, MediaBackend, MediaCmd, MediaError, MediaEvent};
 use crate::IceServer;
 use crate::metrics::Metrics;
 
@@ -222,10 +222,7 @@ struct CallIo {
 }
 
 fn idx(leg: Leg) -> usize {
-    match leg {
-        Leg::Caller => 0,
-        Leg::Callee => 1,
-    }
+    leg.index()
 }
 
 impl CallIo {
@@ -286,11 +283,8 @@ impl PeerConnectionEventHandler for LegHandler {
                 }
             }
             RTCPeerConnectionState::Failed => {
-                let reason = format!(
-                    "media connection to the {} failed",
-                    if self.leg == Leg::Caller { "caller" } else { "callee" }
-                );
-                let _ = self.events.send(MediaEvent::Failed { call: self.call, reason });
+                let error = MediaError::ConnectionFailed { leg: self.leg };
+                let _ = self.events.send(MediaEvent::Failed { call: self.call, error });
             }
             _ => {}
         }
@@ -479,12 +473,13 @@ async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedRece
                     tasks.push(shared.runtime.spawn(Box::pin(relay_keyframe_requests(leg, io))));
                 }
             }
-            let [caller_answer, callee_answer] = answers;
-            let _ = shared.events.send(MediaEvent::Answers { call, caller_answer, callee_answer });
+            for (leg, sdp) in Leg::BOTH.into_iter().zip(answers) {
+                let _ = shared.events.send(MediaEvent::Answer { call, leg, sdp });
+            }
         }
-        Err(reason) => {
-            tracing::warn!(%call, %reason, "media setup failed");
-            let _ = shared.events.send(MediaEvent::Failed { call, reason });
+        Err(error) => {
+            tracing::warn!(%call, %error, "media setup failed");
+            let _ = shared.events.send(MediaEvent::Failed { call, error });
         }
     }
     // Candidates and the release, in order.
@@ -519,10 +514,10 @@ async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedRece
 }
 
 /// Why two offers cannot make a call, as the users are told.
-fn offer_error(leg: Leg, e: OfferError) -> String {
+fn offer_error(leg: Leg, e: OfferError) -> MediaError {
     match e {
-        OfferError::NoCommonCodec => e.to_string(),
-        e => format!("the {}'s offer: {e}", if leg == Leg::Caller { "caller" } else { "callee" }),
+        OfferError::NoCommonCodec => MediaError::NoCommonCodec,
+        e => MediaError::BadOffer { leg, reason: e.to_string() },
     }
 }
 
@@ -532,7 +527,7 @@ async fn setup_call(
     offers: [&str; 2],
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
-) -> Result<[String; 2], String> {
+) -> Result<[String; 2], MediaError> {
     let caller = summarize(offers[0]).map_err(|e| offer_error(Leg::Caller, e))?;
     let callee = summarize(offers[1]).map_err(|e| offer_error(Leg::Callee, e))?;
     let common = common_media(&caller, &callee).map_err(|e| offer_error(Leg::Caller, e))?;
@@ -543,12 +538,12 @@ async fn setup_call(
         ios.push(io);
         answers.push(answer);
     }
-    let [a, b]: [LegIo; 2] = ios.try_into().map_err(|_| "internal: leg count".to_owned())?;
+    let [a, b]: [LegIo; 2] = ios.try_into().map_err(|_| MediaError::Internal("leg count".into()))?;
     // A direction counts as carrying media only if the leg it goes out on
     // got a track for it.
     let expect = [b.audio_out.is_some() || b.video_out.is_some(), a.audio_out.is_some() || a.video_out.is_some()];
     if !expect[0] && !expect[1] {
-        return Err(OfferError::NoCommonCodec.to_string());
+        return Err(MediaError::NoCommonCodec);
     }
     tracing::debug!(%call, audio = ?common.audio_to, video = ?common.video_to, codec = ?common.video, "call media");
     let _ = io_cell.set(Arc::new(CallIo {
@@ -559,7 +554,7 @@ async fn setup_call(
         established: AtomicBool::new(false),
         events: shared.events.clone(),
     }));
-    let [x, y]: [String; 2] = answers.try_into().map_err(|_| "internal: answer count".to_owned())?;
+    let [x, y]: [String; 2] = answers.try_into().map_err(|_| MediaError::Internal("answer count".into()))?;
     Ok([x, y])
 }
 
@@ -571,8 +566,8 @@ async fn build_leg(
     common: &CommonMedia,
     io_cell: &Arc<OnceLock<Arc<CallIo>>>,
     legs: &mut Vec<LegPc>,
-) -> Result<(LegIo, String), String> {
-    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+) -> Result<(LegIo, String), MediaError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| MediaError::Internal(format!("{what}: {e}"));
     // Codecs of a kind are registered only when both sides have one: the
     // answer then refuses a kind that cannot be carried, and nobody sends
     // what would be dropped.
@@ -597,7 +592,7 @@ async fn build_leg(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_lite(shared.cfg.ice_servers.is_empty())
         .build();
-    let port = lock(&shared.ports).alloc(&shared.cfg.media_ips)?;
+    let port = lock(&shared.ports).alloc(&shared.cfg.media_ips).map_err(MediaError::NoCapacity)?;
     let p = port.unwrap_or(0);
     let addrs: Vec<String> = if shared.cfg.media_ips.is_empty() {
         vec![format!("0.0.0.0:{p}")]
@@ -633,8 +628,9 @@ async fn build_leg(
     };
     legs.push(LegPc { pc: pc.clone(), port });
 
-    let remote = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| err("the offer is not valid SDP", &e))?;
-    pc.set_remote_description(remote).await.map_err(|e| err("the offer was refused", &e))?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| MediaError::BadOffer { leg, reason: format!("{what}: {e}") };
+    let remote = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| bad("not valid SDP", &e))?;
+    pc.set_remote_description(remote).await.map_err(|e| bad("refused", &e))?;
     let stream = format!("one2one-{}", call.0);
     // This leg sends what the other user sends and this one receives.
     let from_other = idx(leg.other());
@@ -655,7 +651,7 @@ async fn build_leg(
     }
     let answer = pc.create_answer(None).await.map_err(|e| err("creating the answer", &e))?;
     pc.set_local_description(answer).await.map_err(|e| err("applying the answer", &e))?;
-    let sdp = pc.local_description().await.map(|d| d.sdp).ok_or("the answer vanished")?;
+    let sdp = pc.local_description().await.map(|d| d.sdp).ok_or(MediaError::Internal("the answer vanished".into()))?;
     let sdp = advertise_sdp(&sdp, &shared.cfg.public_ips, shared.cfg.public_ip_only);
     // A track whose codec did not make it into the answer sends nothing.
     let audio_out = match audio {
