@@ -28,7 +28,7 @@ pub fn router(state: Arc<AppState>, web_root: Option<&std::path::Path>) -> Route
     };
     router
         .route("/api/config", get(client_config))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/one2one", get(upgrade))
         .with_state(state)
@@ -45,6 +45,15 @@ async fn client_config(State(app): State<Arc<AppState>>) -> Response {
     let mut resp = app.client_config.clone().into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// `ok`, or 503 `degraded: why` when a part cannot serve calls (no
+/// Kurento Media Server reachable).
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    match app.metrics.degraded() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {why}\n")).into_response(),
+    }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {

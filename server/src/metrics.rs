@@ -32,6 +32,35 @@ pub struct Metrics {
     registrations_refused: [AtomicU64; RegistrationRefusal::ALL.len()],
     /// Sockets the server closed for a limit, by [`CLOSE_REASONS`].
     pub ws_closed: [AtomicU64; CLOSE_REASONS.len()],
+    /// Parts that bring their own series (the Kurento backend, the KMS
+    /// endpoint), rendered after the core's.
+    sources: std::sync::Mutex<Vec<std::sync::Arc<dyn MetricsSource>>>,
+}
+
+/// A part of the server with its own series and a say in `/healthz`.
+pub trait MetricsSource: Send + Sync + std::fmt::Debug {
+    /// Appends Prometheus text (with `# HELP` and `# TYPE`).
+    fn render(&self, out: &mut String);
+    /// `Some(reason)` when this part cannot serve calls now: `/healthz`
+    /// then answers 503 `degraded: reason`.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Metrics {
+    pub fn add_source(&self, source: std::sync::Arc<dyn MetricsSource>) {
+        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(source);
+    }
+
+    fn sources(&self) -> Vec<std::sync::Arc<dyn MetricsSource>> {
+        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Why the server is degraded, if a part says so.
+    pub fn degraded(&self) -> Option<String> {
+        self.sources().iter().find_map(|s| s.degraded())
+    }
 }
 
 /// Why the server closed a signaling socket (`one2one_ws_closed_total`).
@@ -164,6 +193,9 @@ impl Metrics {
         let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(s, "{name}_sum {}", self.setup_sum_micros.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(s, "{name}_count {count}");
+        for source in self.sources() {
+            source.render(&mut s);
+        }
         s
     }
 }
