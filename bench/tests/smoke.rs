@@ -26,13 +26,8 @@ fn media_ip() -> IpAddr {
 async fn two_calls_carry_media_both_ways() {
     let ip = media_ip();
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let config = ServerConfig {
-        signaling: Default::default(),
-        limits: Default::default(),
-        relay: RelayConfig { media_ips: vec![ip], ..Default::default() },
-        ice_servers: vec![],
-        web_root: None,
-    };
+    let config =
+        ServerConfig { relay: RelayConfig { media_ips: vec![ip], ..Default::default() }, ..Default::default() };
     let server = one2one_server::start(listener, Transport::Http, config).await.unwrap();
     let url = format!("ws://{}/one2one", server.addr);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_one2one-bench"))

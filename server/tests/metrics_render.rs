@@ -36,10 +36,9 @@ fn metrics_render_outcomes_refusals_and_setup() {
     call(&mut sig, now, 1, "bob");
     sig.handle(now, Input::Message(2, ClientMsg::accept("alice", "OB")));
     let c = CallId(1);
-    sig.handle(
-        now,
-        Input::Media(MediaEvent::Answers { call: c, caller_answer: "A".into(), callee_answer: "B".into() }),
-    );
+    for leg in Leg::BOTH {
+        sig.handle(now, Input::Media(MediaEvent::Answer { call: c, leg, sdp: leg.to_string() }));
+    }
     now += Duration::from_millis(1200);
     sig.handle(now, Input::Media(MediaEvent::Established { call: c }));
     call(&mut sig, now, 3, "dave"); // server_busy (max_calls 1)

@@ -113,7 +113,8 @@ async fn offers_the_relay_cannot_carry_fail_with_a_reason() {
         relay.submit(MediaCmd::Start { call, caller_offer, callee_offer });
         let ev = tokio::time::timeout(DEADLINE, rx.recv()).await.expect("an event").expect("open");
         match ev {
-            MediaEvent::Failed { call: c, reason } => {
+            MediaEvent::Failed { call: c, error } => {
+                let reason = error.to_string();
                 assert_eq!(c, call);
                 assert!(reason.contains(want), "{what}: {reason}");
             }

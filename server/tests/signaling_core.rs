@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use one2one_server::media::MediaError;
 use one2one_server::signaling::*;
 use proptest::prelude::*;
 use shared_proto::{ClientMsg, IceCandidate, ServerMsg, encode};
@@ -77,7 +78,8 @@ impl H {
         let MediaCmd::Start { call, caller_offer, callee_offer } = &cmds[0] else { panic!("{cmds:?}") };
         assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
         let call = *call;
-        self.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
         assert_eq!(self.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
         assert_eq!(self.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
         self.input(Input::Media(MediaEvent::Established { call }));
@@ -316,7 +318,8 @@ fn glare_the_first_call_rings_and_the_second_caller_hears_busy() {
     let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
     assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
     let call = *call;
-    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
     assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
     assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
     // In the call, a call out is refused as before.
@@ -437,7 +440,8 @@ fn close_during_setup_releases_media_and_ignores_late_answers() {
         assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
         // The backend finishes its setup anyway: nothing goes out (Q3).
         h.input(Input::Media(MediaEvent::Candidate { call, leg: Leg::Caller, candidate: cand("late") }));
-        h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "A".into(), callee_answer: "B".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "A".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "B".into() }));
         h.nothing_sent();
         assert!(h.take_media().is_empty());
     }
@@ -520,9 +524,12 @@ fn media_failure_and_setup_timeout() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     h.take(2);
     let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
-    h.input(Input::Media(MediaEvent::Failed { call, reason: "no common codec".into() }));
-    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"rejected","message":"no common codec"}"#]);
-    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"no common codec"}"#]);
+    h.input(Input::Media(MediaEvent::Failed { call, error: MediaError::Unreachable("connection refused".into()) }));
+    assert_eq!(
+        h.take(1),
+        [r#"{"id":"callResponse","response":"rejected","message":"media server unreachable: connection refused"}"#]
+    );
+    assert_eq!(h.take(2), [r#"{"id":"stopCommunication","message":"media server unreachable: connection refused"}"#]);
     assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
 
     h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
@@ -590,9 +597,10 @@ proptest! {
                 10 => started.iter().next().copied().map(|call| Input::Media(MediaEvent::Established { call })),
                 _ => started.iter().next().copied().map(|call| {
                     Input::Media(if b % 2 == 0 {
-                        MediaEvent::Answers { call, caller_answer: "A".into(), callee_answer: "B".into() }
+                        let leg = if b % 4 == 0 { Leg::Caller } else { Leg::Callee };
+                        MediaEvent::Answer { call, leg, sdp: "A".into() }
                     } else {
-                        MediaEvent::Failed { call, reason: "x".into() }
+                        MediaEvent::Failed { call, error: MediaError::Internal("x".into()) }
                     })
                 }),
             };
@@ -666,7 +674,8 @@ fn wrong_from_gets_an_error_and_the_ringing_call_goes_on() {
     let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
     assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
     let call = *call;
-    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
     assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
     assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
     // In the call, another answer is an error too: the call goes on.
@@ -713,7 +722,8 @@ fn capacity_is_checked_before_ringing() {
     h.msg(1, r#"{"id":"call","from":"a1","to":"b1","sdpOffer":"O1"}"#);
     h.msg(2, r#"{"id":"incomingCallResponse","from":"a1","callResponse":"accept","sdpOffer":"P1"}"#);
     let MediaCmd::Start { call: first, .. } = h.take_media()[0].clone() else { panic!() };
-    h.input(Input::Media(MediaEvent::Answers { call: first, caller_answer: "A".into(), callee_answer: "B".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: first, leg: Leg::Caller, sdp: "A".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: first, leg: Leg::Callee, sdp: "B".into() }));
     h.msg(3, r#"{"id":"call","from":"a2","to":"b2","sdpOffer":"O2"}"#);
     h.sent.clear();
     h.msg(5, r#"{"id":"call","from":"a3","to":"b3","sdpOffer":"O3"}"#);
@@ -791,7 +801,7 @@ fn ended_by_reason_adds_up_to_started() {
     h.msg(3, r#"{"id":"call","from":"carol","to":"dave","sdpOffer":"O"}"#);
     h.msg(4, r#"{"id":"incomingCallResponse","from":"carol","callResponse":"accept","sdpOffer":"P"}"#);
     let MediaCmd::Start { call: failing, .. } = h.take_media()[0].clone() else { panic!() };
-    h.input(Input::Media(MediaEvent::Failed { call: failing, reason: "no common codec".into() }));
+    h.input(Input::Media(MediaEvent::Failed { call: failing, error: MediaError::NoCommonCodec }));
     h.msg(3, r#"{"id":"call","from":"carol","to":"erin","sdpOffer":"O"}"#);
     h.input(Input::Disconnected(5));
     // hang-up of the first call; a last one ended by shutdown.
@@ -829,7 +839,8 @@ fn setup_time_runs_from_accept_to_media_established() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
     h.advance(Duration::from_millis(40));
-    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
     assert!(h.established.is_empty(), "answers are not media");
     h.advance(Duration::from_millis(700));
     h.input(Input::Media(MediaEvent::Established { call }));
@@ -956,7 +967,8 @@ fn answered_call_without_media_ends_at_the_setup_timeout() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
     h.advance(Duration::from_secs(1));
-    h.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
     h.sent.clear();
     h.advance(Duration::from_secs(28));
     h.nothing_sent();
@@ -982,9 +994,51 @@ impl H {
         self.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
         self.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
         let MediaCmd::Start { call, .. } = self.take_media()[0].clone() else { panic!() };
-        self.input(Input::Media(MediaEvent::Answers { call, caller_answer: "AA".into(), callee_answer: "AB".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
         self.input(Input::Media(MediaEvent::Established { call }));
         self.sent.clear();
         call
     }
+}
+
+#[test]
+fn answers_come_per_leg_in_any_order_and_go_out_together() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    h.take(2);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
+    // Kurento answers one endpoint at a time; the callee's may come first.
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
+    assert!(h.take(1).is_empty() && h.take(2).is_empty());
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
+    assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
+    // A repeated answer changes nothing.
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    assert!(h.take(1).is_empty() && h.take(2).is_empty());
+}
+
+#[test]
+fn one_answer_then_a_failure_tells_both_and_releases() {
+    let mut h = H::new();
+    h.user(1, "alice");
+    h.user(2, "bob");
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    h.take(2);
+    let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    let error = MediaError::Timeout { what: "processOffer".into(), after: Duration::from_secs(4) };
+    h.input(Input::Media(MediaEvent::Failed { call, error }));
+    let msg = "media server did not answer processOffer within 4 s";
+    assert_eq!(h.take(1), [format!(r#"{{"id":"callResponse","response":"rejected","message":"{msg}"}}"#)]);
+    assert_eq!(h.take(2), [format!(r#"{{"id":"stopCommunication","message":"{msg}"}}"#)]);
+    assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
+    // The half answer is gone with the call: a late one is ignored.
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
+    assert!(h.take(1).is_empty() && h.take(2).is_empty());
 }

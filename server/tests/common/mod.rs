@@ -51,13 +51,7 @@ pub async fn start_server(config: ServerConfig) -> one2one_server::Server {
 }
 
 pub fn default_config() -> ServerConfig {
-    ServerConfig {
-        signaling: Default::default(),
-        limits: Default::default(),
-        relay: Default::default(),
-        ice_servers: vec![],
-        web_root: None,
-    }
+    ServerConfig::default()
 }
 
 pub fn media_config() -> ServerConfig {

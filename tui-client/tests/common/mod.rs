@@ -41,13 +41,7 @@ impl TestServer {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let mut config = one2one_server::ServerConfig {
-                    signaling: Default::default(),
-                    limits: Default::default(),
-                    relay: Default::default(),
-                    ice_servers: vec![],
-                    web_root: None,
-                };
+                let mut config = one2one_server::ServerConfig::default();
                 config.relay.media_ips = vec![ip];
                 let transport = if tls {
                     one2one_server::Transport::Tls(one2one_server::tls::self_signed(&[]).unwrap().config)
