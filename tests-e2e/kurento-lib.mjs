@@ -39,9 +39,9 @@ export function requireParts({ serverFlags = [], client = false } = {}) {
 }
 
 /// Waits until something accepts TCP connections on host:port.
-export async function tcpOpen(host, port, ms = 20000) {
+export async function tcpOpen(host, port, what = `${host}:${port}`, ms = 20000) {
   const net = await import('node:net');
-  await until(`${host}:${port} to accept connections`, () => new Promise((resolve) => {
+  await until(`${what} to accept connections`, () => new Promise((resolve) => {
     const s = net.connect(port, host);
     s.on('connect', () => { s.destroy(); resolve(true); });
     s.on('error', () => resolve(false));

@@ -19,7 +19,7 @@ let code = 1;
 try {
   requireParts({ serverFlags: ['--kms-listen'] });
   server = await startServer(SERVER_PORT, ['--http', '--kms-listen', `${IP}:${KMS_PORT}`]);
-  await tcpOpen(IP, KMS_PORT);
+  await tcpOpen(IP, KMS_PORT, `one2one-server's --kms-listen ws://${IP}:${KMS_PORT}/kurento`);
   check('one2one-server listens for kurento-client on --kms-listen', true, `ws://${IP}:${KMS_PORT}/kurento`);
   await checkGauges(server.url, { one2one_kms_sessions: 0, one2one_kms_pipelines: 0, one2one_kms_endpoints: 0 },
     'before any call /metrics shows no KMS session, pipeline or endpoint');

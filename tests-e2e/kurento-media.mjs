@@ -46,7 +46,7 @@ try {
   requireParts({ serverFlags: ['--kms-listen', '--media', '--kms-uri'], client: true });
   const b = await startServer(B_PORT, ['--http', '--kms-listen', `${IP}:${KMS_PORT}`]);
   servers.push(b);
-  await tcpOpen(IP, KMS_PORT);
+  await tcpOpen(IP, KMS_PORT, `one2one-server's --kms-listen ws://${IP}:${KMS_PORT}/kurento`);
   const a = await startServer(A_PORT, ['--media', 'kurento', '--kms-uri', `ws://${IP}:${KMS_PORT}/kurento`]);
   servers.push(a);
   check('server A runs --media kurento on server B\'s --kms-listen', true, `${a.url} → ws://${IP}:${KMS_PORT}/kurento`);
