@@ -104,6 +104,20 @@ pub fn certificate(path: &Path, now_unix: i64) -> CertReport {
     r
 }
 
+/// A `--kms-uri`: `ws://` or `wss://`, a host, and a path (KMS listens on
+/// `/kurento`).
+pub fn kms_uri(uri: &str) -> Result<(), String> {
+    let rest = uri
+        .strip_prefix("ws://")
+        .or_else(|| uri.strip_prefix("wss://"))
+        .ok_or_else(|| format!("--kms-uri {uri}: must start with ws:// or wss://, e.g. ws://127.0.0.1:8888/kurento"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("--kms-uri {uri}: no host, e.g. ws://127.0.0.1:8888/kurento"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,16 +138,3 @@ mod tests {
     }
 }
 
-/// A `--kms-uri`: `ws://` or `wss://`, a host, and a path (KMS listens on
-/// `/kurento`).
-pub fn kms_uri(uri: &str) -> Result<(), String> {
-    let rest = uri
-        .strip_prefix("ws://")
-        .or_else(|| uri.strip_prefix("wss://"))
-        .ok_or_else(|| format!("--kms-uri {uri}: must start with ws:// or wss://, e.g. ws://127.0.0.1:8888/kurento"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
-        return Err(format!("--kms-uri {uri}: no host, e.g. ws://127.0.0.1:8888/kurento"));
-    }
-    Ok(())
-}

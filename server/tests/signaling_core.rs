@@ -78,8 +78,8 @@ impl H {
         let MediaCmd::Start { call, caller_offer, callee_offer } = &cmds[0] else { panic!("{cmds:?}") };
         assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
         let call = *call;
-        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
         assert_eq!(self.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
         assert_eq!(self.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
         self.input(Input::Media(MediaEvent::Established { call }));
@@ -318,8 +318,8 @@ fn glare_the_first_call_rings_and_the_second_caller_hears_busy() {
     let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
     assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
     let call = *call;
-    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
     assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
     assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
     // In the call, a call out is refused as before.
@@ -440,8 +440,8 @@ fn close_during_setup_releases_media_and_ignores_late_answers() {
         assert_eq!(h.take_media(), [MediaCmd::Release { call }]);
         // The backend finishes its setup anyway: nothing goes out (Q3).
         h.input(Input::Media(MediaEvent::Candidate { call, leg: Leg::Caller, candidate: cand("late") }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "A".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "B".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "A".into() }));
+        h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "B".into() }));
         h.nothing_sent();
         assert!(h.take_media().is_empty());
     }
@@ -674,8 +674,8 @@ fn wrong_from_gets_an_error_and_the_ringing_call_goes_on() {
     let [MediaCmd::Start { call, caller_offer, callee_offer }] = &cmds[..] else { panic!("{cmds:?}") };
     assert_eq!((caller_offer.as_str(), callee_offer.as_str()), ("OA", "OB"));
     let call = *call;
-    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
     assert_eq!(h.take(2), [r#"{"id":"startCommunication","sdpAnswer":"AB"}"#]);
     assert_eq!(h.take(1), [r#"{"id":"callResponse","response":"accepted","sdpAnswer":"AA"}"#]);
     // In the call, another answer is an error too: the call goes on.
@@ -723,7 +723,7 @@ fn capacity_is_checked_before_ringing() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"a1","callResponse":"accept","sdpOffer":"P1"}"#);
     let MediaCmd::Start { call: first, .. } = h.take_media()[0].clone() else { panic!() };
     h.input(Input::Media(MediaEvent::Answer { call: first, leg: Leg::Caller, sdp: "A".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: first, leg: Leg::Callee, sdp: "B".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call: first, leg: Leg::Callee, sdp: "B".into() }));
     h.msg(3, r#"{"id":"call","from":"a2","to":"b2","sdpOffer":"O2"}"#);
     h.sent.clear();
     h.msg(5, r#"{"id":"call","from":"a3","to":"b3","sdpOffer":"O3"}"#);
@@ -839,8 +839,8 @@ fn setup_time_runs_from_accept_to_media_established() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
     h.advance(Duration::from_millis(40));
-    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
     assert!(h.established.is_empty(), "answers are not media");
     h.advance(Duration::from_millis(700));
     h.input(Input::Media(MediaEvent::Established { call }));
@@ -967,8 +967,8 @@ fn answered_call_without_media_ends_at_the_setup_timeout() {
     h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
     let MediaCmd::Start { call, .. } = h.take_media()[0].clone() else { panic!() };
     h.advance(Duration::from_secs(1));
-    h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        h.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+    h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
     h.sent.clear();
     h.advance(Duration::from_secs(28));
     h.nothing_sent();
@@ -994,8 +994,8 @@ impl H {
         self.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
         self.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
         let MediaCmd::Start { call, .. } = self.take_media()[0].clone() else { panic!() };
-        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Caller, sdp: "AA".into() }));
-        self.input(Input::Media(MediaEvent::Answer { call: call, leg: Leg::Callee, sdp: "AB".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Caller, sdp: "AA".into() }));
+        self.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
         self.input(Input::Media(MediaEvent::Established { call }));
         self.sent.clear();
         call

@@ -1,12 +1,17 @@
 //! A scripted WebSocket client walks every sequence of the protocol against
-//! a real server (real sockets, real SDP, the real relay) and checks the
-//! exact messages each side receives.
+//! a real server (real sockets) and checks the exact messages each side
+//! receives. The call rules need no real SDP: the media backend is the
+//! scripted one ([`one2one_server::media::scripted`]), which answers at
+//! once, late, never, or fails as each test says. The real relay's own
+//! sequences are in relay_flow.rs and media_relay.rs.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use one2one_server::media::scripted::{self, Reply, Script};
+use one2one_server::media::{Leg, MediaCmd, MediaConfig, MediaError};
 use tokio_tungstenite::tungstenite::Message;
 
 const SILENCE: Duration = Duration::from_millis(300);
@@ -19,38 +24,46 @@ fn accept_json(from: &str, sdp: &str) -> String {
     shared_proto::encode(&shared_proto::ClientMsg::accept(from, sdp))
 }
 
-fn assert_answer(msg: &str, prefix: &str) {
-    assert!(msg.starts_with(prefix), "got {msg}");
-    let parsed = shared_proto::decode_server(msg).unwrap();
-    let sdp = match parsed {
-        shared_proto::ServerMsg::CallResponse { sdp_answer: Some(s), .. } => s,
-        shared_proto::ServerMsg::StartCommunication { sdp_answer } => s_or(sdp_answer),
-        other => panic!("{other:?}"),
-    };
-    assert!(sdp.starts_with("v=0\r\n") && sdp.contains("a=setup:") && sdp.contains("VP8/90000"), "{sdp}");
+/// What the users offer: the scripted backend reads none of it.
+const OFFER_A: &str = "v=0 alice's offer";
+const OFFER_B: &str = "v=0 bob's offer";
+
+/// A server whose media backend answers as `reply` says (and as each
+/// `script.push` says for the next calls).
+async fn scripted_server(reply: Reply) -> (one2one_server::Server, Script) {
+    let script = Script::new(reply);
+    let mut config = default_config();
+    config.media = MediaConfig::Custom(script.factory());
+    (start_server(config).await, script)
 }
 
-fn s_or(s: String) -> String {
-    s
+async fn scripted() -> one2one_server::Server {
+    scripted_server(Reply::Now).await.0
+}
+
+fn accepted_json(leg: Leg) -> String {
+    let sdp = scripted::answer_for(leg);
+    match leg {
+        Leg::Callee => format!(r#"{{"id":"startCommunication","sdpAnswer":"{sdp}"}}"#),
+        Leg::Caller => format!(r#"{{"id":"callResponse","response":"accepted","sdpAnswer":"{sdp}"}}"#),
+    }
 }
 
 /// alice calls bob and bob accepts; returns both sockets in the call.
 async fn established(server: &one2one_server::Server) -> (Ws, Ws) {
     let mut alice = Ws::user(server, "alice").await;
     let mut bob = Ws::user(server, "bob").await;
-    let (_pa, offer_a) = real_offer().await;
-    let (_pb, offer_b) = real_offer().await;
-    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
-    bob.send(&accept_json("alice", &offer_b)).await;
-    assert_answer(&bob.recv_signal().await, r#"{"id":"startCommunication","sdpAnswer":"v=0"#);
-    assert_answer(&alice.recv_signal().await, r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#);
+    bob.send(&accept_json("alice", OFFER_B)).await;
+    bob.expect(&accepted_json(Leg::Callee)).await;
+    alice.expect(&accepted_json(Leg::Caller)).await;
     (alice, bob)
 }
 
 #[tokio::test]
 async fn success_then_caller_hangs_up() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let (mut alice, mut bob) = established(&server).await;
     alice.send(r#"{"id":"stop"}"#).await;
     bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
@@ -60,7 +73,7 @@ async fn success_then_caller_hangs_up() {
 
 #[tokio::test]
 async fn callee_hangs_up() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let (mut alice, mut bob) = established(&server).await;
     bob.send(r#"{"id":"stop"}"#).await;
     alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
@@ -70,14 +83,12 @@ async fn callee_hangs_up() {
 
 #[tokio::test]
 async fn server_candidates_carry_kurento_tags() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
-    let (_pa, offer_a) = real_offer().await;
-    let (_pb, offer_b) = real_offer().await;
-    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
-    bob.send(&accept_json("alice", &offer_b)).await;
+    bob.send(&accept_json("alice", OFFER_B)).await;
     let mut saw_candidate = false;
     for _ in 0..20 {
         let m = alice.recv().await;
@@ -98,7 +109,7 @@ async fn server_candidates_carry_kurento_tags() {
 
 #[tokio::test]
 async fn rejected() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
@@ -111,7 +122,7 @@ async fn rejected() {
 
 #[tokio::test]
 async fn busy_callee_is_not_disturbed() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let (mut alice, mut bob) = established(&server).await;
     let mut carol = Ws::user(&server, "carol").await;
     carol.send(&call_json("carol", "bob", "v=0\r\n")).await;
@@ -132,22 +143,20 @@ async fn busy_callee_is_not_disturbed() {
 
 #[tokio::test]
 async fn glare_second_caller_hears_busy_and_can_still_accept() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
-    let (_pa, offer_a) = real_offer().await;
-    let (_pb, offer_b) = real_offer().await;
-    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
     // The incomingCall only tells the test that alice's call reached the
     // server first; bob's client calls as if it had not seen it yet.
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
-    bob.send(&call_json("bob", "alice", &offer_b)).await;
+    bob.send(&call_json("bob", "alice", OFFER_B)).await;
     bob.expect(r#"{"id":"callResponse","response":"rejected","message":"user busy"}"#).await;
     // alice's call is untouched: she hears nothing, and bob can accept it.
     alice.expect_silence(SILENCE).await;
-    bob.send(&accept_json("alice", &offer_b)).await;
-    assert_answer(&bob.recv_signal().await, r#"{"id":"startCommunication","sdpAnswer":"v=0"#);
-    assert_answer(&alice.recv_signal().await, r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#);
+    bob.send(&accept_json("alice", OFFER_B)).await;
+    bob.expect(&accepted_json(Leg::Callee)).await;
+    alice.expect(&accepted_json(Leg::Caller)).await;
     bob.send(r#"{"id":"stop"}"#).await;
     alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
     server.shutdown().await;
@@ -155,7 +164,7 @@ async fn glare_second_caller_hears_busy_and_can_still_accept() {
 
 #[tokio::test]
 async fn unknown_user_and_self_call() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     alice.send(&call_json("alice", "zed", "v=0\r\n")).await;
     alice.expect(r#"{"id":"callResponse","response":"rejected: ","message":"User zed is not registered"}"#).await;
@@ -166,7 +175,7 @@ async fn unknown_user_and_self_call() {
 
 #[tokio::test]
 async fn caller_cancels_and_caller_closes_while_ringing() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
@@ -188,7 +197,7 @@ async fn caller_cancels_and_caller_closes_while_ringing() {
 
 #[tokio::test]
 async fn callee_closes_while_ringing() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
     alice.send(&call_json("alice", "bob", "v=0\r\n")).await;
@@ -201,6 +210,7 @@ async fn callee_closes_while_ringing() {
 #[tokio::test]
 async fn ring_timeout() {
     let mut config = default_config();
+    config.media = MediaConfig::Custom(Script::new(Reply::Now).factory());
     config.signaling.ring_timeout = Duration::from_millis(300);
     let server = start_server(config).await;
     let mut alice = Ws::user(&server, "alice").await;
@@ -214,14 +224,12 @@ async fn ring_timeout() {
 
 #[tokio::test]
 async fn close_during_setup_releases_everything() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
-    let (_pa, offer_a) = real_offer().await;
-    let (_pb, offer_b) = real_offer().await;
-    alice.send(&call_json("alice", "bob", &offer_a)).await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
     bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
-    bob.send(&accept_json("alice", &offer_b)).await;
+    bob.send(&accept_json("alice", OFFER_B)).await;
     bob.close().await;
     // Either the media was not ready yet (the call never started) or it just
     // was (the call started and ended); both are complete, exact sequences.
@@ -238,7 +246,7 @@ async fn close_during_setup_releases_everything() {
 
 #[tokio::test]
 async fn close_mid_call() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let (mut alice, bob) = established(&server).await;
     bob.close().await;
     alice.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
@@ -248,7 +256,7 @@ async fn close_mid_call() {
 
 #[tokio::test]
 async fn third_party_cannot_answer_or_stop() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut bob = Ws::user(&server, "bob").await;
     let mut eve = Ws::user(&server, "eve").await;
@@ -267,7 +275,7 @@ async fn third_party_cannot_answer_or_stop() {
 
 #[tokio::test]
 async fn registration_rules() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let mut other = Ws::connect(&server, "other").await;
     other.send(r#"{"id":"call","from":"x","to":"alice","sdpOffer":"v=0"}"#).await;
@@ -285,7 +293,7 @@ async fn registration_rules() {
 
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_the_socket_stays_usable() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut ws = Ws::connect(&server, "fuzzy").await;
     let cases: &[(&str, &str)] = &[
         ("hello", r#"{"id":"error","message":"invalid message: not JSON (expected value at line 1 column 1)"}"#),
@@ -349,7 +357,7 @@ async fn rate_limit() {
 
 #[tokio::test]
 async fn shutdown_tells_users() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let (mut alice, mut bob) = established(&server).await;
     server.shutdown().await;
     alice.expect(r#"{"id":"stopCommunication","message":"server shutting down"}"#).await;
@@ -405,7 +413,7 @@ async fn wait_for_metric(server: &one2one_server::Server, needle: &str) {
 
 #[tokio::test]
 async fn garbage_from_many_sockets_never_breaks_the_server() {
-    let server = start_server(default_config()).await;
+    let server = scripted().await;
     let mut alice = Ws::user(&server, "alice").await;
     let pieces = [
         r#"{"id":"call","to":"alice","sdpOffer":"v=0"}"#,
@@ -489,8 +497,10 @@ async fn media_ports_come_from_the_configured_range() {
     erin.send(&call_json("erin", "frank", &offer_a)).await;
     frank.expect(r#"{"id":"incomingCall","from":"erin"}"#).await;
     frank.send(&accept_json("erin", &offer_b)).await;
-    erin.expect(r#"{"id":"callResponse","response":"rejected","message":"no free UDP port left in 47100-47103"}"#)
-        .await;
+    erin.expect(
+        r#"{"id":"callResponse","response":"rejected","message":"server busy: no free UDP port left in 47100-47103"}"#,
+    )
+    .await;
     server.shutdown().await;
 }
 
@@ -520,4 +530,141 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+/// alice calls bob, bob accepts: the media backend takes it from there.
+async fn accept(server: &one2one_server::Server) -> (Ws, Ws) {
+    let mut alice = Ws::user(server, "alice").await;
+    let mut bob = Ws::user(server, "bob").await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", OFFER_B)).await;
+    (alice, bob)
+}
+
+async fn all_released(script: &Script) {
+    let released = script
+        .wait_for(DEADLINE, |cmds| {
+            let started = cmds.iter().filter(|c| matches!(c, MediaCmd::Start { .. })).count();
+            let released = cmds.iter().filter(|c| matches!(c, MediaCmd::Release { .. })).count();
+            started > 0 && started == released
+        })
+        .await;
+    assert!(released.is_ok(), "not every call was released: {released:?}");
+    assert_eq!(script.live_calls(), 0);
+}
+
+#[tokio::test]
+async fn late_answers_still_make_the_call() {
+    let (server, script) = scripted_server(Reply::After(Duration::from_millis(400))).await;
+    let (mut alice, mut bob) = accept(&server).await;
+    // Each leg's candidate comes before its answer (the page library
+    // queues it).
+    let tagged = format!(
+        r#"{{"id":"iceCandidate","candidate":{{"candidate":"{}","sdpMid":"0","sdpMLineIndex":0,"__module__":"kurento","__type__":"IceCandidate"}}}}"#,
+        scripted::CANDIDATE
+    );
+    assert_eq!(bob.recv().await, tagged);
+    assert_eq!(bob.recv().await, accepted_json(Leg::Callee));
+    assert_eq!(alice.recv().await, tagged);
+    assert_eq!(alice.recv().await, accepted_json(Leg::Caller));
+    wait_for_metric(&server, "one2one_calls_established_total 1").await;
+    alice.send(r#"{"id":"stop"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
+    all_released(&script).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn media_that_never_answers_ends_in_the_setup_timeout() {
+    let script = Script::new(Reply::Never);
+    let mut config = default_config();
+    config.media = MediaConfig::Custom(script.factory());
+    config.signaling.setup_timeout = Duration::from_millis(500);
+    let server = start_server(config).await;
+    let started = std::time::Instant::now();
+    let (mut alice, mut bob) = accept(&server).await;
+    alice.expect(r#"{"id":"callResponse","response":"rejected","message":"media setup timed out"}"#).await;
+    bob.expect(r#"{"id":"stopCommunication","message":"media setup timed out"}"#).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    all_released(&script).await;
+    // The next call goes through.
+    script.push(Reply::Now);
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    bob.send(&accept_json("alice", OFFER_B)).await;
+    bob.expect(&accepted_json(Leg::Callee)).await;
+    alice.expect(&accepted_json(Leg::Caller)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_media_failure_reaches_both_users_with_its_reason() {
+    let error = MediaError::Refused { what: "processOffer".into(), code: 40001, message: "SDP parse error".into() };
+    let (server, script) = scripted_server(Reply::Fail(error)).await;
+    let (mut alice, mut bob) = accept(&server).await;
+    let msg = "media server refused processOffer: SDP parse error (code 40001)";
+    alice.expect(&format!(r#"{{"id":"callResponse","response":"rejected","message":"{msg}"}}"#)).await;
+    bob.expect(&format!(r#"{{"id":"stopCommunication","message":"{msg}"}}"#)).await;
+    all_released(&script).await;
+    wait_for_metric(&server, r#"one2one_calls_ended_total{reason="media failed"} 1"#).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn media_lost_after_one_answer_ends_the_call_for_both() {
+    let error = MediaError::Lost("the connection to ws://kms:8888/kurento broke".into());
+    let (server, script) = scripted_server(Reply::AnswerThenFail(Duration::from_millis(200), error)).await;
+    let (mut alice, mut bob) = accept(&server).await;
+    let msg = "media server lost: the connection to ws://kms:8888/kurento broke";
+    // Only one answer came: neither user was told the call is up.
+    alice.expect(&format!(r#"{{"id":"callResponse","response":"rejected","message":"{msg}"}}"#)).await;
+    bob.expect(&format!(r#"{{"id":"stopCommunication","message":"{msg}"}}"#)).await;
+    all_released(&script).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn candidates_reach_the_backend_in_order_for_their_leg() {
+    let (server, script) = scripted_server(Reply::Never).await;
+    let mut alice = Ws::user(&server, "alice").await;
+    let mut bob = Ws::user(&server, "bob").await;
+    let cand = |c: &str| {
+        format!(
+            r#"{{"id":"onIceCandidate","candidate":{{"candidate":"candidate:{c} 1 udp 1 192.0.2.9 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}}"#
+        )
+    };
+    // Before the call, while ringing, and after the accept.
+    alice.send(&cand("a1")).await;
+    alice.send(&call_json("alice", "bob", OFFER_A)).await;
+    bob.expect(r#"{"id":"incomingCall","from":"alice"}"#).await;
+    alice.send(&cand("a2")).await;
+    bob.send(&cand("b1")).await;
+    bob.send(&accept_json("alice", OFFER_B)).await;
+    alice.send(&cand("a3")).await;
+    bob.send(&cand("b2")).await;
+    let seen = script
+        .wait_for(DEADLINE, |cmds| cmds.iter().filter(|c| matches!(c, MediaCmd::AddCandidate { .. })).count() == 5)
+        .await;
+    assert!(seen.is_ok(), "{seen:?}");
+    let cmds = script.commands();
+    assert!(
+        matches!(&cmds[0], MediaCmd::Start { caller_offer, callee_offer, .. } if caller_offer == OFFER_A && callee_offer == OFFER_B)
+    );
+    let per_leg = |leg: Leg| -> Vec<String> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                MediaCmd::AddCandidate { leg: l, candidate, .. } if *l == leg => {
+                    Some(candidate.candidate.split(' ').next().unwrap_or("").to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(per_leg(Leg::Caller), ["candidate:a1", "candidate:a2", "candidate:a3"]);
+    assert_eq!(per_leg(Leg::Callee), ["candidate:b1", "candidate:b2"]);
+    alice.close().await;
+    bob.expect(r#"{"id":"stopCommunication","message":"remote user hanged out"}"#).await;
+    all_released(&script).await;
+    server.shutdown().await;
 }
