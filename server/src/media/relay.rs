@@ -1,48 +1,45 @@
 //! The embedded back-to-back WebRTC relay (the `webrtc` crate).
 //!
-//! Each call has two peer connections on the server, one per user ("leg").
-//! Each user's offer is answered on its own leg, exactly as KMS does. RTP
-//! that arrives on one leg is forwarded, undecoded, to the other leg's
-//! outgoing track of the same kind: only the SSRC and payload type are
-//! rewritten and header extensions are dropped (their ids are per leg).
-//! Keyframe requests (PLI/FIR) that a receiver sends on its leg become a PLI
-//! towards the sender on the other leg. NACKs are answered per hop from the
-//! send cache of the default interceptors, and each leg NACKs its own
-//! sender, so loss on either hop is repaired where it happens.
+//! The unit is a leg ([`leg`]): a peer connection on the server that
+//! answers one user's offer on its own, exactly as a KMS WebRtcEndpoint
+//! does, and forwards what arrives to the leg it is connected to. RTP is
+//! forwarded undecoded to the other leg's outgoing track of the same kind:
+//! only the SSRC and payload type are rewritten and header extensions are
+//! dropped (their ids are per leg). Keyframe requests (PLI/FIR) that a
+//! receiver sends on its leg become a PLI towards the sender on the other
+//! leg. NACKs are answered per hop from the send cache of the default
+//! interceptors, and each leg NACKs its own sender, so loss on either hop is
+//! repaired where it happens.
 //!
-//! Both legs are built with the same codecs, so that no transcoding is ever
-//! needed: Opus when both offers have it, and one video codec (VP8, or
-//! H.264 when both offers have it and VP8 is missing on one side) when both
-//! have one ([`one2one_media::sdp_check::common_media`]). A kind that only one
-//! side can carry is refused on both legs: a caller's camera is simply not
-//! forwarded to a callee without video, and the call is audio-only.
+//! A call of the `/one2one` signaling ([`RelayBackend`]) is two legs
+//! connected both ways, built with the same codecs so that no transcoding
+//! is ever needed: Opus when both offers have it, and one video codec (VP8,
+//! or H.264 when both offers have it and VP8 is missing on one side) when
+//! both have one ([`one2one_media::sdp_check::common_media`]). A kind that
+//! only one side can carry is refused on both legs: a caller's camera is
+//! simply not forwarded to a callee without video, and the call is
+//! audio-only. The `--kms-listen` endpoint builds single legs
+//! ([`LegSpec::for_offer`]) and connects them as its client says.
 //!
 //! A call is reported [`MediaEvent::Established`] once the first RTP packet
 //! has been forwarded in each direction that carries media, not when ICE
 //! or DTLS come up.
 
+pub mod leg;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use one2one_media::rtc_setup::{interceptors, is_keyframe_request, media_engine_for, opus, track_def};
-use one2one_media::sdp_check::{CommonMedia, OfferError, common_media, summarize};
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use shared_proto::IceCandidate;
+use one2one_media::sdp_check::{OfferError, common_media, summarize};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-};
-use webrtc::runtime::{Runtime, TokioRuntime};
 
+pub use self::leg::{
+    Forwarding, LegError, LegEvent, LegEvents, LegLink, LegSpec, Relay, RelayLeg, connect, disconnect,
+};
 use super::{CallId, EventSink, Leg, MediaBackend, MediaCmd, MediaError, MediaEvent};
 use crate::IceServer;
 use crate::metrics::Metrics;
@@ -115,11 +112,8 @@ impl PortPool {
 type CallTask = (mpsc::UnboundedSender<MediaCmd>, tokio::task::JoinHandle<()>);
 
 struct Shared {
-    cfg: RelayConfig,
+    relay: Relay,
     events: EventSink,
-    metrics: Arc<Metrics>,
-    runtime: Arc<dyn Runtime>,
-    ports: Mutex<PortPool>,
     calls: Mutex<HashMap<CallId, CallTask>>,
 }
 
@@ -129,18 +123,7 @@ pub struct RelayBackend {
 
 impl RelayBackend {
     pub fn new(cfg: RelayConfig, events: EventSink, metrics: Arc<Metrics>) -> Self {
-        let range = match cfg.ports {
-            PortPolicy::Ephemeral => None,
-            PortPolicy::Range(lo, hi) => Some((lo, hi)),
-        };
-        let shared = Shared {
-            cfg,
-            events,
-            metrics,
-            runtime: Arc::new(TokioRuntime),
-            ports: Mutex::new(PortPool { range, ..Default::default() }),
-            calls: Mutex::new(HashMap::new()),
-        };
+        let shared = Shared { relay: Relay::new(cfg, metrics), events, calls: Mutex::new(HashMap::new()) };
         RelayBackend { shared: Arc::new(shared) }
     }
 }
@@ -190,189 +173,149 @@ impl MediaBackend for RelayBackend {
     }
 }
 
-/// An outgoing track of a leg, as negotiated.
-struct Out {
-    track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    pt: u8,
-}
-
-/// What the forwarding tasks of one leg need of the other.
-struct LegIo {
-    /// `None` when the other side sends nothing of that kind this user can take.
-    audio_out: Option<Out>,
-    video_out: Option<Out>,
-    /// The user's video as it arrives, for sending keyframe requests to it.
-    remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
-    /// DTLS is up: packets written before that would only be dropped.
-    connected: AtomicBool,
-    /// A packet from this leg's user has been forwarded to the other leg.
-    flowed: AtomicBool,
-}
-
-struct CallIo {
+/// Which directions of a call carry media and which have had their first
+/// packet forwarded.
+struct CallFlow {
     call: CallId,
-    legs: [LegIo; 2],
-    metrics: Arc<Metrics>,
-    /// Media is negotiated from this leg to the other.
-    expect: [bool; 2],
+    events: EventSink,
+    /// `[caller → callee, callee → caller]` carries media; set before the
+    /// legs are connected, so before anything can flow.
+    expect: OnceLock<[bool; 2]>,
+    flowed: [AtomicBool; 2],
     /// `Established` was reported.
     established: AtomicBool,
-    events: EventSink,
 }
 
-fn idx(leg: Leg) -> usize {
-    leg.index()
-}
-
-impl CallIo {
+impl CallFlow {
     /// The first packet from `from` was forwarded; reports the call
     /// established once every direction that carries media has had its
     /// first packet (SeqCst: of two legs racing here, one sees the other).
     fn first_forwarded(&self, from: Leg) {
-        self.legs[idx(from)].flowed.store(true, Ordering::SeqCst);
-        let done = (0..2).all(|i| !self.expect[i] || self.legs[i].flowed.load(Ordering::SeqCst));
+        self.flowed[from.index()].store(true, Ordering::SeqCst);
+        let Some(expect) = self.expect.get() else {
+            return;
+        };
+        let done = (0..2).all(|i| !expect[i] || self.flowed[i].load(Ordering::SeqCst));
         if done && !self.established.swap(true, Ordering::SeqCst) {
             tracing::debug!(call = %self.call, "media flowing both ways");
             let _ = self.events.send(MediaEvent::Established { call: self.call });
         }
     }
-
-    /// Asks the user on `leg` for a key frame.
-    async fn request_keyframe(&self, leg: Leg) {
-        let remote = lock(&self.legs[idx(leg)].remote_video).clone();
-        if let Some((track, ssrc)) = remote {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
-            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
-        }
-    }
 }
 
-struct LegHandler {
-    call: CallId,
-    leg: Leg,
-    mid: String,
-    public_ips: Vec<IpAddr>,
-    public_ip_only: bool,
-    events: EventSink,
-    io: Arc<OnceLock<Arc<CallIo>>>,
-    runtime: Arc<dyn Runtime>,
+/// A leg's events as the call core hears them.
+fn call_leg_events(flow: &Arc<CallFlow>, leg: Leg) -> LegEvents {
+    let flow = flow.clone();
+    Arc::new(move |ev| {
+        let call = flow.call;
+        match ev {
+            LegEvent::Candidate(candidate) => {
+                let _ = flow.events.send(MediaEvent::Candidate { call, leg, candidate });
+            }
+            LegEvent::Failed => {
+                let error = MediaError::ConnectionFailed { leg };
+                let _ = flow.events.send(MediaEvent::Failed { call, error });
+            }
+            LegEvent::Flowing => flow.first_forwarded(leg),
+            LegEvent::Connected => {}
+        }
+    })
 }
 
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for LegHandler {
-    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
-        let Ok(init) = ev.candidate.to_json() else {
-            return;
-        };
-        for line in advertise(&init.candidate, &self.public_ips, self.public_ip_only) {
-            let candidate = IceCandidate::new(line, Some(self.mid.clone()), Some(0));
-            let _ = self.events.send(MediaEvent::Candidate { call: self.call, leg: self.leg, candidate });
+async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedReceiver<MediaCmd>) {
+    let Some(MediaCmd::Start { caller_offer, callee_offer, .. }) = rx.recv().await else {
+        return;
+    };
+    let mut legs: Vec<(Leg, RelayLeg)> = Vec::new();
+    match setup_call(&shared, call, [&caller_offer, &callee_offer], &mut legs).await {
+        Ok(answers) => {
+            for (leg, sdp) in Leg::BOTH.into_iter().zip(answers) {
+                let _ = shared.events.send(MediaEvent::Answer { call, leg, sdp });
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%call, %error, "media setup failed");
+            let _ = shared.events.send(MediaEvent::Failed { call, error });
         }
     }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        tracing::debug!(call = %self.call, leg = ?self.leg, ?state, "leg state");
-        match state {
-            RTCPeerConnectionState::Connected => {
-                // A receiver that just arrived needs a key frame from the other side.
-                if let Some(io) = self.io.get().cloned() {
-                    io.legs[idx(self.leg)].connected.store(true, Ordering::Release);
-                    let other = self.leg.other();
-                    self.runtime.spawn(Box::pin(async move { io.request_keyframe(other).await }));
+    // Candidates and the release, in order.
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            MediaCmd::AddCandidate { leg, candidate, .. } => {
+                if let Some((_, l)) = legs.iter().find(|(l, _)| *l == leg) {
+                    l.add_candidate(candidate).await;
                 }
             }
-            RTCPeerConnectionState::Failed => {
-                let error = MediaError::ConnectionFailed { leg: self.leg };
-                let _ = self.events.send(MediaEvent::Failed { call: self.call, error });
-            }
-            _ => {}
+            MediaCmd::Release { .. } => break,
+            MediaCmd::Start { .. } => {}
         }
     }
+    for (_, leg) in legs {
+        leg.close().await;
+    }
+    tracing::debug!(%call, "media released");
+}
 
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let io = self.io.clone();
-        let leg = self.leg;
-        let call = self.call;
-        self.runtime.spawn(Box::pin(async move { forward(call, leg, track, io).await }));
+/// Why two offers cannot make a call, as the users are told.
+fn offer_error(leg: Leg, e: OfferError) -> MediaError {
+    match e {
+        OfferError::NoCommonCodec => MediaError::NoCommonCodec,
+        e => MediaError::BadOffer { leg, reason: e.to_string() },
     }
 }
 
-/// Moves one user's track to the other leg until the track ends.
-async fn forward(call: CallId, from: Leg, track: Arc<dyn TrackRemote>, io: Arc<OnceLock<Arc<CallIo>>>) {
-    let kind = track.kind().await;
-    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    let Some(io) = io.get().cloned() else {
-        tracing::warn!(%call, leg = ?from, "media before negotiation finished; track ignored");
-        return;
-    };
-    if kind == RtpCodecKind::Video {
-        *lock(&io.legs[idx(from)].remote_video) = Some((track.clone(), ssrc));
-        // Whoever watches gets a key frame now rather than at the next interval.
-        io.request_keyframe(from).await;
+fn leg_error(leg: Leg, e: LegError) -> MediaError {
+    match e {
+        LegError::BadOffer(reason) => MediaError::BadOffer { leg, reason },
+        LegError::NoCapacity(s) => MediaError::NoCapacity(s),
+        LegError::Internal(s) => MediaError::Internal(s),
     }
-    let out = &io.legs[idx(from.other())];
-    let target = match kind {
-        RtpCodecKind::Video => out.video_out.as_ref(),
-        _ => out.audio_out.as_ref(),
-    };
-    let Some(Out { track: out_track, ssrc: out_ssrc, pt: out_pt }) = target else {
-        // Nobody on the other side takes this kind: read and drop, so that
-        // the stack's queue for the track never backs up.
-        tracing::debug!(%call, leg = ?from, ?kind, ssrc, "track not forwarded: the other side cannot take it");
-        while track.poll().await.is_some() {}
-        return;
-    };
-    let (out_ssrc, out_pt) = (*out_ssrc, *out_pt);
-    tracing::debug!(%call, leg = ?from, ?kind, ssrc, "forwarding track");
-    let mut first = true;
-    while let Some(ev) = track.poll().await {
-        if let TrackRemoteEvent::OnRtpPacket(mut p) = ev {
-            if !out.connected.load(Ordering::Acquire) {
-                continue;
-            }
-            let size = 12 + 4 * p.header.csrc.len() + p.payload.len();
-            p.header.ssrc = out_ssrc;
-            p.header.payload_type = out_pt;
-            if p.header.extension {
-                p.header.extension = false;
-                p.header.extension_profile = 0;
-                p.header.extensions.clear();
-            }
-            io.metrics.relayed(size);
-            if out_track.write_rtp(p).await.is_err() {
-                break;
-            }
-            if std::mem::take(&mut first) {
-                io.first_forwarded(from);
-            }
-        }
-    }
-    tracing::debug!(%call, leg = ?from, ?kind, "track ended");
 }
 
-/// Turns keyframe requests from the receiver on `leg` into a PLI towards
-/// the sender on the other leg.
-async fn relay_keyframe_requests(leg: Leg, io: Arc<CallIo>) {
-    let Some(out) = io.legs[idx(leg)].video_out.as_ref().map(|o| o.track.clone()) else {
-        return;
-    };
-    let mut last = None::<Instant>;
-    while let Some(ev) = out.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
-            continue;
-        };
-        if !pkts.iter().any(|p| is_keyframe_request(p.as_ref())) {
-            continue;
-        }
-        // Browsers repeat requests while they wait; one PLI per 200 ms is plenty.
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(200)) {
-            continue;
-        }
-        last = Some(now);
-        io.request_keyframe(leg.other()).await;
+/// Builds both legs (each answering its own user's offer) and connects
+/// them both ways; the legs built so far are in `legs` whatever happens.
+async fn setup_call(
+    shared: &Shared,
+    call: CallId,
+    offers: [&str; 2],
+    legs: &mut Vec<(Leg, RelayLeg)>,
+) -> Result<[String; 2], MediaError> {
+    let caller = summarize(offers[0]).map_err(|e| offer_error(Leg::Caller, e))?;
+    let callee = summarize(offers[1]).map_err(|e| offer_error(Leg::Callee, e))?;
+    let common = common_media(&caller, &callee).map_err(|e| offer_error(Leg::Caller, e))?;
+    let specs = LegSpec::for_call(&common);
+    let flow = Arc::new(CallFlow {
+        call,
+        events: shared.events.clone(),
+        expect: OnceLock::new(),
+        flowed: Default::default(),
+        established: AtomicBool::new(false),
+    });
+    let mut answers = Vec::new();
+    for leg in Leg::BOTH {
+        let label = format!("{call}-{leg}");
+        let events = call_leg_events(&flow, leg);
+        let (l, sdp) = shared
+            .relay
+            .answer(&label, offers[leg.index()], specs[leg.index()], events)
+            .await
+            .map_err(|e| leg_error(leg, e))?;
+        legs.push((leg, l));
+        answers.push(sdp);
     }
+    let (a, b) = (legs[0].1.link().clone(), legs[1].1.link().clone());
+    // A direction counts as carrying media only if the leg it goes out on
+    // got a track for it.
+    let expect = [b.sends_audio() || b.sends_video(), a.sends_audio() || a.sends_video()];
+    if !expect[0] && !expect[1] {
+        return Err(MediaError::NoCommonCodec);
+    }
+    let _ = flow.expect.set(expect);
+    connect(&a, &b);
+    connect(&b, &a);
+    tracing::debug!(%call, audio = ?common.audio_to, video = ?common.video_to, codec = ?common.video, "call media");
+    let [x, y]: [String; 2] = answers.try_into().map_err(|_| MediaError::Internal("answer count".into()))?;
+    Ok([x, y])
 }
 
 /// The lines to advertise for one of our candidates. A host candidate
@@ -450,271 +393,6 @@ fn advertise_sdp(sdp: &str, public_ips: &[IpAddr], only: bool) -> String {
 /// The first `a=mid:` of an SDP (what browsers bundle on).
 fn first_mid(sdp: &str) -> String {
     sdp.lines().find_map(|l| l.strip_prefix("a=mid:")).map(|m| m.trim().to_owned()).unwrap_or_else(|| "0".into())
-}
-
-struct LegPc {
-    pc: Arc<dyn PeerConnection>,
-    port: Option<u16>,
-}
-
-async fn run_call(shared: Arc<Shared>, call: CallId, mut rx: mpsc::UnboundedReceiver<MediaCmd>) {
-    let Some(MediaCmd::Start { caller_offer, callee_offer, .. }) = rx.recv().await else {
-        return;
-    };
-    let io_cell: Arc<OnceLock<Arc<CallIo>>> = Arc::new(OnceLock::new());
-    let mut legs: Vec<LegPc> = Vec::new();
-    let mut tasks: Vec<Box<dyn webrtc::runtime::JoinHandle>> = Vec::new();
-    let setup = setup_call(&shared, call, [&caller_offer, &callee_offer], &io_cell, &mut legs).await;
-    match setup {
-        Ok(answers) => {
-            if let Some(io) = io_cell.get() {
-                for leg in [Leg::Caller, Leg::Callee] {
-                    let io = io.clone();
-                    tasks.push(shared.runtime.spawn(Box::pin(relay_keyframe_requests(leg, io))));
-                }
-            }
-            for (leg, sdp) in Leg::BOTH.into_iter().zip(answers) {
-                let _ = shared.events.send(MediaEvent::Answer { call, leg, sdp });
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%call, %error, "media setup failed");
-            let _ = shared.events.send(MediaEvent::Failed { call, error });
-        }
-    }
-    // Candidates and the release, in order.
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            MediaCmd::AddCandidate { leg, candidate, .. } => {
-                let Some(pc) = legs.get(idx(leg)) else {
-                    continue;
-                };
-                let Some(init) = one2one_media::rtc_setup::candidate_init(candidate) else {
-                    continue;
-                };
-                if let Err(e) = pc.pc.add_ice_candidate(init).await {
-                    tracing::debug!(%call, ?leg, error = %e, "remote candidate refused");
-                }
-            }
-            MediaCmd::Release { .. } => break,
-            MediaCmd::Start { .. } => {}
-        }
-    }
-    for leg in &legs {
-        if let Err(e) = leg.pc.close().await {
-            tracing::debug!(%call, error = %e, "closing a leg");
-        }
-    }
-    drop(tasks);
-    let mut ports = lock(&shared.ports);
-    for leg in &legs {
-        ports.free(leg.port);
-    }
-    tracing::debug!(%call, "media released");
-}
-
-/// Why two offers cannot make a call, as the users are told.
-fn offer_error(leg: Leg, e: OfferError) -> MediaError {
-    match e {
-        OfferError::NoCommonCodec => MediaError::NoCommonCodec,
-        e => MediaError::BadOffer { leg, reason: e.to_string() },
-    }
-}
-
-async fn setup_call(
-    shared: &Shared,
-    call: CallId,
-    offers: [&str; 2],
-    io_cell: &Arc<OnceLock<Arc<CallIo>>>,
-    legs: &mut Vec<LegPc>,
-) -> Result<[String; 2], MediaError> {
-    let caller = summarize(offers[0]).map_err(|e| offer_error(Leg::Caller, e))?;
-    let callee = summarize(offers[1]).map_err(|e| offer_error(Leg::Callee, e))?;
-    let common = common_media(&caller, &callee).map_err(|e| offer_error(Leg::Caller, e))?;
-    let mut ios = Vec::new();
-    let mut answers = Vec::new();
-    for (leg, offer) in [Leg::Caller, Leg::Callee].into_iter().zip(offers) {
-        let (io, answer) = build_leg(shared, call, leg, offer, &common, io_cell, legs).await?;
-        ios.push(io);
-        answers.push(answer);
-    }
-    let [a, b]: [LegIo; 2] = ios.try_into().map_err(|_| MediaError::Internal("leg count".into()))?;
-    // A direction counts as carrying media only if the leg it goes out on
-    // got a track for it.
-    let expect = [b.audio_out.is_some() || b.video_out.is_some(), a.audio_out.is_some() || a.video_out.is_some()];
-    if !expect[0] && !expect[1] {
-        return Err(MediaError::NoCommonCodec);
-    }
-    tracing::debug!(%call, audio = ?common.audio_to, video = ?common.video_to, codec = ?common.video, "call media");
-    let _ = io_cell.set(Arc::new(CallIo {
-        call,
-        legs: [a, b],
-        metrics: shared.metrics.clone(),
-        expect,
-        established: AtomicBool::new(false),
-        events: shared.events.clone(),
-    }));
-    let [x, y]: [String; 2] = answers.try_into().map_err(|_| MediaError::Internal("answer count".into()))?;
-    Ok([x, y])
-}
-
-async fn build_leg(
-    shared: &Shared,
-    call: CallId,
-    leg: Leg,
-    offer: &str,
-    common: &CommonMedia,
-    io_cell: &Arc<OnceLock<Arc<CallIo>>>,
-    legs: &mut Vec<LegPc>,
-) -> Result<(LegIo, String), MediaError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| MediaError::Internal(format!("{what}: {e}"));
-    // Codecs of a kind are registered only when both sides have one: the
-    // answer then refuses a kind that cannot be carried, and nobody sends
-    // what would be dropped.
-    let mut me = media_engine_for(common.audio, common.video).map_err(|e| err("media engine", &e))?;
-    let registry = interceptors(&mut me).map_err(|e| err("interceptors", &e))?;
-    let ice_servers: Vec<RTCIceServer> = shared
-        .cfg
-        .ice_servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .collect();
-    let config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
-    // ICE-lite when the relay has only host candidates (no STUN/TURN of its
-    // own): it never sends checks, it answers the client's. A full agent
-    // sent its first checks before the caller had applied the answer; the
-    // caller dropped them, and the leg connected only a second later.
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_lite(shared.cfg.ice_servers.is_empty())
-        .build();
-    let port = lock(&shared.ports).alloc(&shared.cfg.media_ips).map_err(MediaError::NoCapacity)?;
-    let p = port.unwrap_or(0);
-    let addrs: Vec<String> = if shared.cfg.media_ips.is_empty() {
-        vec![format!("0.0.0.0:{p}")]
-    } else {
-        shared.cfg.media_ips.iter().map(|ip| std::net::SocketAddr::new(*ip, p).to_string()).collect()
-    };
-    let handler = Arc::new(LegHandler {
-        call,
-        leg,
-        mid: first_mid(offer),
-        public_ips: shared.cfg.public_ips.clone(),
-        public_ip_only: shared.cfg.public_ip_only,
-        events: shared.events.clone(),
-        io: io_cell.clone(),
-        runtime: shared.runtime.clone(),
-    });
-    let built = PeerConnectionBuilder::new()
-        .with_configuration(config)
-        .with_media_engine(me)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .with_handler(handler)
-        .with_runtime(shared.runtime.clone())
-        .with_udp_addrs(addrs)
-        .build()
-        .await;
-    let pc: Arc<dyn PeerConnection> = match built {
-        Ok(pc) => Arc::new(pc),
-        Err(e) => {
-            lock(&shared.ports).free(port);
-            return Err(err("creating a peer connection", &e));
-        }
-    };
-    legs.push(LegPc { pc: pc.clone(), port });
-
-    let bad = |what: &str, e: &dyn std::fmt::Display| MediaError::BadOffer { leg, reason: format!("{what}: {e}") };
-    let remote = RTCSessionDescription::offer(offer.to_owned()).map_err(|e| bad("not valid SDP", &e))?;
-    pc.set_remote_description(remote).await.map_err(|e| bad("refused", &e))?;
-    let stream = format!("one2one-{}", call.0);
-    // This leg sends what the other user sends and this one receives.
-    let from_other = idx(leg.other());
-    let mut audio = None;
-    if common.audio_to[from_other] {
-        audio = Some(
-            add_out(&pc, &stream, RtpCodecKind::Audio, opus()).await.map_err(|e| err("adding the audio track", &e))?,
-        );
-    }
-    let mut video = None;
-    if let Some(codec) = common.video.filter(|_| common.video_to[from_other]) {
-        video = Some((
-            add_out(&pc, &stream, RtpCodecKind::Video, codec.codec())
-                .await
-                .map_err(|e| err("adding the video track", &e))?,
-            codec,
-        ));
-    }
-    let answer = pc.create_answer(None).await.map_err(|e| err("creating the answer", &e))?;
-    pc.set_local_description(answer).await.map_err(|e| err("applying the answer", &e))?;
-    let sdp = pc.local_description().await.map(|d| d.sdp).ok_or(MediaError::Internal("the answer vanished".into()))?;
-    let sdp = advertise_sdp(&sdp, &shared.cfg.public_ips, shared.cfg.public_ip_only);
-    // A track whose codec did not make it into the answer sends nothing.
-    let audio_out = match audio {
-        Some((sender, out)) => negotiated(sender, out, "audio/opus").await,
-        None => None,
-    };
-    let video_out = match video {
-        Some(((sender, out), codec)) => negotiated(sender, out, codec.mime()).await,
-        None => None,
-    };
-    tracing::debug!(
-        %call, ?leg,
-        audio_pt = audio_out.as_ref().map(|o| o.pt),
-        video_pt = video_out.as_ref().map(|o| o.pt),
-        video = ?common.video,
-        "leg negotiated"
-    );
-    let io = LegIo {
-        audio_out,
-        video_out,
-        remote_video: Mutex::new(None),
-        connected: AtomicBool::new(false),
-        flowed: AtomicBool::new(false),
-    };
-    Ok((io, sdp))
-}
-
-type Sender = Arc<dyn webrtc::rtp_transceiver::RtpSender>;
-
-/// Adds an outgoing track of `kind` with a fresh SSRC.
-async fn add_out(
-    pc: &Arc<dyn PeerConnection>,
-    stream: &str,
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-) -> webrtc::error::Result<(Sender, (Arc<TrackLocalStaticRTP>, u32))> {
-    let ssrc = rand_ssrc();
-    let id = if kind == RtpCodecKind::Video { "video" } else { "audio" };
-    let track = Arc::new(local_track(stream, id, kind, ssrc, codec));
-    let sender = pc.add_track(track.clone()).await?;
-    Ok((sender, (track, ssrc)))
-}
-
-/// The track with the payload type its codec got in the answer, if any.
-async fn negotiated(sender: Sender, (track, ssrc): (Arc<TrackLocalStaticRTP>, u32), mime: &str) -> Option<Out> {
-    let params = sender.get_parameters().await.ok()?;
-    let pt =
-        params.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))?.payload_type;
-    (pt != 0).then_some(Out { track, ssrc, pt })
-}
-
-fn local_track(stream: &str, id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(track_def(stream, id, kind, ssrc, codec))
-}
-
-fn rand_ssrc() -> u32 {
-    // Any non-zero value unique within the leg will do; mix the clock and a
-    // counter rather than pulling in a RNG.
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0x5eed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let n = N.fetch_add(0x9E37_79B9, Ordering::Relaxed);
-    (t ^ n).max(1)
 }
 
 #[cfg(test)]
