@@ -64,6 +64,8 @@ struct State {
     sessions: HashSet<String>,
     server_id: String,
     log: Vec<Logged>,
+    /// What it answered, in order.
+    sent: Vec<Logged>,
     faults: Vec<Fault>,
     pipelines: HashSet<String>,
     conns: Vec<tokio::task::AbortHandle>,
@@ -136,6 +138,11 @@ impl FakeKms {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// Every frame it sent that is JSON (answers and events), in order.
+    pub fn sent(&self) -> Vec<Logged> {
+        self.state.lock().unwrap().sent.clone()
+    }
+
     /// Pipelines created and not released.
     pub fn live_pipelines(&self) -> usize {
         self.state.lock().unwrap().pipelines.len()
@@ -189,7 +196,13 @@ async fn serve(
         let out = {
             let mut st = state.lock().unwrap();
             st.log.push(Logged { conn, frame: frame.clone() });
-            answer(&mut st, &frame)
+            let out = answer(&mut st, &frame);
+            for t in &out {
+                if let Ok(v) = serde_json::from_str(t) {
+                    st.sent.push(Logged { conn, frame: v });
+                }
+            }
+            out
         };
         changed.notify_waiters();
         for t in out {

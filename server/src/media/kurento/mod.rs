@@ -186,13 +186,16 @@ struct KurentoMetrics {
     servers: Vec<(String, Arc<KmsStats>)>,
 }
 
+/// A series: name, help, type and how to read it.
+type Series = (&'static str, &'static str, &'static str, fn(&KmsStats) -> u64);
+
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl MetricsSource for KurentoMetrics {
     fn render(&self, out: &mut String) {
-        let series: [(&str, &str, &str, fn(&KmsStats) -> u64); 3] = [
+        let series: [Series; 3] = [
             ("one2one_kms_up", "Whether the Kurento Media Server's session is ready (1) or not (0).", "gauge", |s| {
                 u64::from(s.up.load(Relaxed))
             }),
