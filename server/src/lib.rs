@@ -7,11 +7,13 @@
 //! - [`ws`]: WebSocket frames in and out;
 //! - [`media`]: the media boundary and the embedded WebRTC relay;
 //! - [`http`]: routes, static files, health and metrics;
-//! - [`tls`]: certificates and the TLS listener.
+//! - [`tls`]: certificates and the TLS listener;
+//! - [`kms`]: the KMS JSON-RPC endpoint of `--kms-listen`.
 
 pub mod checks;
 pub mod http;
 pub mod hub;
+pub mod kms;
 pub mod logging;
 pub mod media;
 pub mod metrics;
@@ -76,6 +78,9 @@ pub struct Server {
     pub addr: SocketAddr,
     pub hub: HubHandle,
     pub metrics: Arc<Metrics>,
+    /// The `--kms-listen` endpoint's bound address.
+    pub kms_addr: Option<SocketAddr>,
+    kms: Option<kms::KmsEndpoint>,
     task: tokio::task::JoinHandle<()>,
     sockets: tokio::sync::watch::Receiver<usize>,
     /// The TLS configuration new connections get (`None` for plain HTTP).
@@ -100,6 +105,9 @@ impl Server {
     /// exiting process never resets a connection with them unsent.
     pub async fn shutdown(mut self) {
         self.hub.shutdown().await;
+        if let Some(k) = self.kms.take() {
+            k.shutdown().await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(3), self.sockets.wait_for(|n| *n == 0)).await;
         self.task.abort();
     }
@@ -118,6 +126,15 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut relay_cfg = config.relay.clone();
     relay_cfg.ice_servers = config.ice_servers.clone();
+    let kms = match config.kms_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await.with_context(|| format!("--kms-listen {at}"))?;
+            let relay = media::relay::Relay::new(relay_cfg.clone(), metrics.clone());
+            Some(kms::serve(listener, kms::KmsConfig::default(), relay, metrics.clone()).await?)
+        }
+        None => None,
+    };
+    let kms_addr = kms.as_ref().map(|k| k.addr);
     let backend: Arc<dyn MediaBackend> = match &config.media {
         MediaConfig::Embedded => Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone())),
         MediaConfig::Kurento(k) => media::kurento::backend(k.clone(), events_tx, metrics.clone()),
@@ -155,5 +172,5 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
             })
         }
     };
-    Ok(Server { addr, hub, metrics, task, sockets, tls: tls_tx })
+    Ok(Server { addr, hub, metrics, kms_addr, kms, task, sockets, tls: tls_tx })
 }
