@@ -257,3 +257,40 @@ async fn new_calls_go_to_the_server_with_fewest_calls() {
     assert_eq!((one.live_pipelines(), two.live_pipelines()), (1, 1));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hang_up_before_the_pipeline_exists_releases_it_once_it_does() {
+    let kms = FakeKms::start().await;
+    kms.fail("create:MediaPipeline", Action::Late(Duration::from_millis(500)), 1);
+    let server = start_server(kurento(&[kms.uri()])).await;
+    kms_up(&server, &kms.uri()).await;
+    let (mut a, mut b) = ring(&server, "alice", "bob").await;
+    accept(&mut b, "alice").await;
+    kms.wait_for(DEADLINE, |f| f.iter().any(|l| l.key() == "create:MediaPipeline")).await.expect("create");
+    a.send(r#"{"id":"stop"}"#).await;
+    b.expect(&stopped(HANGUP)).await;
+    kms.wait_for(DEADLINE, |f| f.iter().any(|l| l.method() == "release")).await.expect("release");
+    let frames = kms.frames();
+    assert_eq!(kms.live_pipelines(), 0);
+    assert!(!frames.iter().any(|l| l.key() == "create:WebRtcEndpoint"), "nothing more built: {frames:?}");
+    still_serves(&server, "carol", "dave").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hang_up_mid_setup_releases_the_pipeline() {
+    let kms = FakeKms::start().await;
+    kms.fail("invoke:processOffer", Action::Never, 1);
+    let server = start_server(kurento(&[kms.uri()])).await;
+    kms_up(&server, &kms.uri()).await;
+    let (mut a, mut b) = ring(&server, "alice", "bob").await;
+    accept(&mut b, "alice").await;
+    kms.wait_for(DEADLINE, |f| f.iter().any(|l| l.key() == "invoke:processOffer")).await.expect("processOffer");
+    b.send(r#"{"id":"stop"}"#).await;
+    a.expect(&rejected(HANGUP)).await;
+    kms.wait_for(DEADLINE, |f| f.iter().any(|l| l.method() == "release")).await.expect("release");
+    assert_eq!(kms.live_pipelines(), 0);
+    // The processOffer's timeout, later, tells nobody anything.
+    assert_eq!(a.signal_within(Duration::from_millis(4500)).await, None);
+    server.shutdown().await;
+}

@@ -23,6 +23,8 @@ pub enum Action {
     Never,
     /// This text as the frame.
     Garbage(String),
+    /// The right answer, this much later.
+    Late(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -205,12 +207,28 @@ async fn serve(
             out
         };
         changed.notify_waiters();
+        if let Some(ms) = out.first().and_then(|t| t.strip_prefix(LATE)).and_then(|ms| ms.parse().ok()) {
+            // The answer it would have given, later (faults are used up).
+            let later = answer(&mut state.lock().unwrap(), &frame);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                for t in later {
+                    let _ = tx.send(t);
+                }
+            });
+            continue;
+        }
         for t in out {
             let _ = tx.send(t);
         }
     }
     writer.abort();
 }
+
+/// Marks an answer [`Action::Late`] holds back: the next answer goes
+/// this many milliseconds later.
+const LATE: &str = "\u{0}late:";
 
 fn reply(id: &Value, result: Value) -> String {
     json!({ "id": id, "jsonrpc": "2.0", "result": result }).to_string()
@@ -232,6 +250,7 @@ fn answer(st: &mut State, frame: &Value) -> Vec<String> {
             Action::Error(code, message) => vec![error(id, code, &message)],
             Action::Never => vec![],
             Action::Garbage(text) => vec![text],
+            Action::Late(after) => vec![format!("{LATE}{}", after.as_millis())],
         };
     }
     let session = p["sessionId"].as_str().map(str::to_owned);

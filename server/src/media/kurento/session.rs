@@ -580,3 +580,217 @@ impl KmsCore {
 fn log_cut(s: &str) -> String {
     shared_proto::log_safe(s).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::CallId;
+
+    fn timing() -> Timing {
+        Timing {
+            request_timeout: Duration::from_secs(4),
+            ping_interval: Duration::from_secs(2),
+            reconnect_grace: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+
+    /// Drains the outputs: frames sent (parsed) and the rest.
+    fn drain(core: &mut KmsCore) -> (Vec<Value>, Vec<Output>) {
+        let (mut sent, mut other) = (vec![], vec![]);
+        while let Some(o) = core.poll_output() {
+            match o {
+                Output::Send(t) => sent.push(serde_json::from_str(&t).unwrap()),
+                o => other.push(o),
+            }
+        }
+        (sent, other)
+    }
+
+    fn answer(core: &mut KmsCore, now: Instant, req: &Value, result: Value) {
+        core.handle_frame(now, &json!({"jsonrpc":"2.0","id":req["id"],"result":result}).to_string());
+    }
+
+    fn one(sent: Vec<Value>, method: &str) -> Value {
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["method"], method, "{sent:?}");
+        sent.into_iter().next().unwrap()
+    }
+
+    /// A core through its handshake, with session "S".
+    fn ready_core(now: Instant) -> KmsCore {
+        let mut core = KmsCore::new("ws://kms/kurento", timing());
+        assert_eq!(drain(&mut core).1, [Output::Connect]);
+        core.connected(now);
+        let ping = one(drain(&mut core).0, "ping");
+        assert_eq!(ping["params"], json!({"interval": 2000}));
+        answer(&mut core, now, &ping, json!({"value":"pong"}));
+        let describe = one(drain(&mut core).0, "describe");
+        assert_eq!(describe["params"], json!({"object": SERVER_MANAGER}));
+        answer(&mut core, now, &describe, json!({"sessionId":"S","type":"ServerManager"}));
+        let info = one(drain(&mut core).0, "invoke");
+        assert_eq!(info["params"], json!({"object": SERVER_MANAGER, "operation": "getInfo", "sessionId": "S"}));
+        answer(&mut core, now, &info, json!({"value":{},"sessionId":"S"}));
+        assert_eq!(drain(&mut core).1, [Output::Up(true)]);
+        core
+    }
+
+    fn start(core: &mut KmsCore, now: Instant, call: u64) -> Value {
+        let cmd = MediaCmd::Start { call: CallId(call), caller_offer: "a".into(), callee_offer: "b".into() };
+        core.handle_cmd(now, cmd);
+        one(drain(core).0, "create")
+    }
+
+    fn failed(outs: &[Output]) -> Vec<String> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(MediaEvent::Failed { error, .. }) => Some(error.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keep_alive_pings_are_bare_and_a_silent_server_is_dropped() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        core.handle_timeout(t0 + Duration::from_secs(2));
+        let ping = one(drain(&mut core).0, "ping");
+        assert_eq!(ping.get("params"), None);
+        core.handle_timeout(t0 + Duration::from_secs(6));
+        let (_, outs) = drain(&mut core);
+        assert_eq!(outs, [Output::RequestError, Output::Close, Output::Up(false)]);
+        assert!(!core.is_ready());
+    }
+
+    #[test]
+    fn a_resumed_session_keeps_its_calls_and_resends_what_was_in_flight() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        let create = start(&mut core, t0, 1);
+        core.disconnected(t0, "reset");
+        assert_eq!(drain(&mut core).1, [Output::Up(false)]);
+        core.handle_timeout(t0 + Duration::from_millis(100));
+        assert_eq!(drain(&mut core).1, [Output::Connect]);
+        core.connected(t0 + Duration::from_millis(150));
+        let ping = one(drain(&mut core).0, "ping");
+        assert_eq!(ping.get("params"), None, "only the first ping names an interval");
+        answer(&mut core, t0, &ping, json!({"value":"pong"}));
+        let connect = one(drain(&mut core).0, "connect");
+        assert_eq!(connect["params"], json!({"sessionId":"S"}));
+        answer(&mut core, t0, &connect, json!({"sessionId":"S","serverId":"K"}));
+        let (sent, outs) = drain(&mut core);
+        assert_eq!(outs, [Output::Up(true)]);
+        assert_eq!(sent, [create.clone()], "the create again, under its id");
+        answer(&mut core, t0, &create, json!({"value":"P_kurento.MediaPipeline","sessionId":"S"}));
+        let ep = one(drain(&mut core).0, "create");
+        assert_eq!(ep["params"]["constructorParams"]["mediaPipeline"], "P_kurento.MediaPipeline");
+        // The grace passes without a loss.
+        core.handle_timeout(t0 + Duration::from_secs(3));
+        assert!(failed(&drain(&mut core).1).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_server_loses_the_calls_and_gives_a_new_session() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        let create = start(&mut core, t0, 1);
+        answer(&mut core, t0, &create, json!({"value":"P_kurento.MediaPipeline","sessionId":"S"}));
+        drain(&mut core);
+        core.disconnected(t0, "reset");
+        core.handle_timeout(t0 + Duration::from_millis(100));
+        core.connected(t0 + Duration::from_millis(150));
+        let ping = one(drain(&mut core).0, "ping");
+        answer(&mut core, t0, &ping, json!({"value":"pong"}));
+        let connect = one(drain(&mut core).0, "connect");
+        core.handle_frame(
+            t0,
+            &json!({"jsonrpc":"2.0","id":connect["id"],"error":{"code":40007,"message":"Invalid session"}}).to_string(),
+        );
+        let (sent, outs) = drain(&mut core);
+        assert_eq!(failed(&outs), ["media server lost: it restarted and no longer knows this call"]);
+        let describe = one(sent, "describe");
+        assert_eq!(describe["params"], json!({"object": SERVER_MANAGER}), "a new session: no sessionId");
+        // The call core's release: nothing left to release on the server.
+        core.handle_cmd(t0, MediaCmd::Release { call: CallId(1) });
+        assert!(drain(&mut core).0.is_empty());
+        assert_eq!(core.calls(), 0);
+    }
+
+    #[test]
+    fn no_reconnection_within_the_grace_loses_the_calls_and_releases_later() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        let create = start(&mut core, t0, 1);
+        answer(&mut core, t0, &create, json!({"value":"P_kurento.MediaPipeline","sessionId":"S"}));
+        drain(&mut core);
+        core.disconnected(t0, "reset");
+        let mut now = t0;
+        // Every attempt fails; the back-off doubles.
+        let mut waits = vec![];
+        while now < t0 + Duration::from_secs(2) {
+            let at = core.poll_timeout().unwrap();
+            waits.push(at - now);
+            now = at;
+            core.handle_timeout(now);
+            if drain(&mut core).1.contains(&Output::Connect) {
+                core.connect_failed(now, "refused");
+            }
+        }
+        assert_eq!(waits[..3], [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]);
+        core.handle_timeout(t0 + Duration::from_secs(2));
+        let (_, outs) = drain(&mut core);
+        assert_eq!(failed(&outs), ["media server lost: the connection to it broke and did not come back within 2 s"]);
+        core.handle_cmd(now, MediaCmd::Release { call: CallId(1) });
+        // Back with the same session: the lost call's pipeline is released.
+        core.handle_timeout(core.poll_timeout().unwrap());
+        drain(&mut core);
+        core.connected(now);
+        let ping = one(drain(&mut core).0, "ping");
+        answer(&mut core, now, &ping, json!({"value":"pong"}));
+        let connect = one(drain(&mut core).0, "connect");
+        answer(&mut core, now, &connect, json!({"sessionId":"S","serverId":"K"}));
+        let release = one(drain(&mut core).0, "release");
+        assert_eq!(release["params"], json!({"object":"P_kurento.MediaPipeline","sessionId":"S"}));
+    }
+
+    #[test]
+    fn a_late_pipeline_is_released_and_garbage_fails_whoever_waits() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        let create = start(&mut core, t0, 1);
+        core.handle_timeout(t0 + Duration::from_secs(4));
+        let (_, outs) = drain(&mut core);
+        assert_eq!(failed(&outs), ["media server did not answer create MediaPipeline within 4 s"]);
+        core.handle_cmd(t0, MediaCmd::Release { call: CallId(1) });
+        answer(&mut core, t0, &create, json!({"value":"LATE_kurento.MediaPipeline","sessionId":"S"}));
+        let release = one(drain(&mut core).0, "release");
+        assert_eq!(release["params"]["object"], "LATE_kurento.MediaPipeline");
+        // Call 2 waits for an answer; call 3 is not asked anything yet.
+        start(&mut core, t0, 2);
+        core.handle_frame(t0, "\u{1}garbage");
+        let (_, outs) = drain(&mut core);
+        assert_eq!(failed(&outs), ["media error: the media server sent a malformed frame"]);
+        assert!(core.is_ready(), "the link stays");
+        // Unknown ids, other notifications, odd events: nothing happens.
+        for f in [
+            r#"{"jsonrpc":"2.0","id":999,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"onEvent","params":{"value":{"object":"X","type":"IceCandidateFound","data":{}}}}"#,
+            r#"{"jsonrpc":"2.0","method":"other"}"#,
+        ] {
+            core.handle_frame(t0, f);
+            assert!(failed(&drain(&mut core).1).is_empty(), "{f}");
+        }
+    }
+
+    #[test]
+    fn calls_need_a_ready_server() {
+        let t0 = Instant::now();
+        let mut core = KmsCore::new("ws://kms/kurento", timing());
+        drain(&mut core);
+        core.handle_cmd(t0, MediaCmd::Start { call: CallId(1), caller_offer: "a".into(), callee_offer: "b".into() });
+        assert_eq!(failed(&drain(&mut core).1), ["media server unreachable: no Kurento Media Server answers"]);
+    }
+}
