@@ -728,21 +728,24 @@ mod tests {
         drain(&mut core);
         core.disconnected(t0, "reset");
         let mut now = t0;
-        // Every attempt fails; the back-off doubles.
+        // Every attempt fails; the back-off doubles; at the grace, the
+        // call is lost.
         let mut waits = vec![];
-        while now < t0 + Duration::from_secs(2) {
+        let mut lost = vec![];
+        while lost.is_empty() {
             let at = core.poll_timeout().unwrap();
             waits.push(at - now);
             now = at;
             core.handle_timeout(now);
-            if drain(&mut core).1.contains(&Output::Connect) {
+            let (_, outs) = drain(&mut core);
+            lost = failed(&outs);
+            if outs.contains(&Output::Connect) {
                 core.connect_failed(now, "refused");
             }
         }
+        assert_eq!(now, t0 + Duration::from_secs(2));
         assert_eq!(waits[..3], [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]);
-        core.handle_timeout(t0 + Duration::from_secs(2));
-        let (_, outs) = drain(&mut core);
-        assert_eq!(failed(&outs), ["media server lost: the connection to it broke and did not come back within 2 s"]);
+        assert_eq!(lost, ["media server lost: the connection to it broke and did not come back within 2 s"]);
         core.handle_cmd(now, MediaCmd::Release { call: CallId(1) });
         // Back with the same session: the lost call's pipeline is released.
         core.handle_timeout(core.poll_timeout().unwrap());
