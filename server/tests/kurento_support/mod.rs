@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod fake_kms;
+#[path = "../common/process.rs"]
+mod process;
+pub use process::Proc;
 
 use std::time::{Duration, Instant};
 
@@ -266,4 +269,58 @@ pub async fn serve_if_asked() {
     let Ok(addr) = std::env::var(FAKE_KMS_ENV) else { return };
     let _kms = fake_kms::FakeKms::start_on(addr.parse().expect("address")).await;
     std::future::pending::<()>().await;
+}
+
+/// Another `one2one-server` as the media server: `--kms-listen` on
+/// `kms_port` (its HTTP on `http_port`), its relay on `media_ip`.
+pub fn kms_listen_process(http_port: u16, kms_port: u16, media_ip: std::net::IpAddr) -> Proc {
+    let listen = format!("127.0.0.1:{http_port}");
+    let kms = format!("127.0.0.1:{kms_port}");
+    let ip = media_ip.to_string();
+    let mut p = Proc::spawn(&["--http", "--listen", &listen, "--kms-listen", &kms, "--media-ip", &ip], Some("info"));
+    p.wait_line("KMS endpoint listening");
+    p
+}
+
+/// A real offer (Opus + VP8) from a real WebRTC peer on `ip`; keep the
+/// peer for as long as the call should live.
+pub async fn real_offer(ip: std::net::IpAddr) -> (one2one_media::peer::Peer, String) {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = one2one_media::peer::PeerOptions { bind_ips: vec![ip], ..Default::default() };
+    let peer = one2one_media::peer::Peer::new(&opts, tx).await.expect("peer");
+    let sdp = peer.create_offer().await.expect("offer");
+    (peer, sdp)
+}
+
+/// The media tests' address (`scripts/netns-run` exports it).
+pub fn media_ip() -> std::net::IpAddr {
+    match std::env::var("ONE2ONE_TEST_IP") {
+        Ok(ip) => ip.parse().expect("ONE2ONE_TEST_IP is not an IP address"),
+        Err(_) => panic!(
+            "media tests need a private network namespace: run them through `scripts/netns-run cargo nextest run`"
+        ),
+    }
+}
+
+/// [`established_call`] with real offers: each answer comes from the media
+/// server's WebRtcEndpoint.
+pub async fn established_real_call(
+    server: &one2one_server::Server,
+    caller: &str,
+    callee: &str,
+    offers: (&str, &str),
+) -> (Ws, Ws) {
+    let mut a = Ws::user(server, caller).await;
+    let mut b = Ws::user(server, callee).await;
+    a.send_json(serde_json::json!({"id":"call","from":caller,"to":callee,"sdpOffer":offers.0})).await;
+    b.expect(&format!(r#"{{"id":"incomingCall","from":"{caller}"}}"#)).await;
+    b.send_json(
+        serde_json::json!({"id":"incomingCallResponse","from":caller,"callResponse":"accept","sdpOffer":offers.1}),
+    )
+    .await;
+    let got = b.recv_signal().await;
+    assert!(got.starts_with(r#"{"id":"startCommunication","sdpAnswer":"v=0"#), "{callee}: {got}");
+    let got = a.recv_signal().await;
+    assert!(got.starts_with(r#"{"id":"callResponse","response":"accepted","sdpAnswer":"v=0"#), "{caller}: {got}");
+    (a, b)
 }
