@@ -683,7 +683,7 @@ mod tests {
         answer(&mut core, t0, &connect, json!({"sessionId":"S","serverId":"K"}));
         let (sent, outs) = drain(&mut core);
         assert_eq!(outs, [Output::Up(true)]);
-        assert_eq!(sent, [create.clone()], "the create again, under its id");
+        assert_eq!(sent, std::slice::from_ref(&create), "the create again, under its id");
         answer(&mut core, t0, &create, json!({"value":"P_kurento.MediaPipeline","sessionId":"S"}));
         let ep = one(drain(&mut core).0, "create");
         assert_eq!(ep["params"]["constructorParams"]["mediaPipeline"], "P_kurento.MediaPipeline");
