@@ -206,11 +206,7 @@ mod tests {
             error(&json!(7), &RpcError::object_not_found("x")),
             r#"{"error":{"code":40101,"data":{"type":"MEDIA_OBJECT_NOT_FOUND"},"message":"Object 'x' not found"},"id":7,"jsonrpc":"2.0"}"#
         );
-        let c = shared_proto::IceCandidate::new(
-            "candidate:1 1 udp 1 10.0.0.1 5 typ host".into(),
-            Some("0".into()),
-            Some(0),
-        );
+        let c = shared_proto::IceCandidate::new("candidate:1 1 udp 1 10.0.0.1 5 typ host", Some("0".into()), Some(0));
         let ev: Value = serde_json::from_str(&ice_candidate_found("P/E", &c, 1700000000123)).unwrap();
         assert_eq!(ev["params"]["value"]["data"]["timestampMillis"], "1700000000123");
         assert_eq!(ev["params"]["value"]["data"]["candidate"]["__type__"], "IceCandidate");

@@ -342,11 +342,11 @@ pub async fn exchange(
             ev = a.events.recv() => on_peer_event(kms, s, &eps[0], &peers[0], &mut sides[0], ev).await,
             ev = b.events.recv() => on_peer_event(kms, s, &eps[1], &peers[1], &mut sides[1], ev).await,
             v = kms.next_frame(Duration::from_secs(3600)) => {
-                if let Some(v) = v {
-                    if !route_event(&v, &eps, &peers).await {
-                        // A reply to a trickled addIceCandidate.
-                        assert!(v.get("result").is_some(), "unexpected frame {v}");
-                    }
+                if let Some(v) = v
+                    && !route_event(&v, &eps, &peers).await
+                {
+                    // A reply to a trickled addIceCandidate.
+                    assert!(v.get("result").is_some(), "unexpected frame {v}");
                 }
             }
         }
