@@ -137,4 +137,3 @@ mod tests {
         assert!(ice_server("stun:", false).is_err());
     }
 }
-
