@@ -389,7 +389,7 @@ async fn many_rounds_leave_no_fds_or_memory_behind() {
                 kms.call("invoke", invoke(&s, ep, "gatherCandidates", json!({}))).await;
             }
             kms.call("release", json!({ "object": p, "sessionId": s })).await;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 kms.close().await;
             }
             // Odd rounds just drop the socket.

@@ -1169,3 +1169,125 @@ fn candidate_param(op: &Params) -> Result<IceCandidate, RpcError> {
     };
     Ok(IceCandidate::new(line.clone(), mid, index))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    fn core() -> Core {
+        let mut n = 0u128;
+        Core::new(
+            CoreConfig::default(),
+            Box::new(move || {
+                n += 1;
+                n
+            }),
+        )
+    }
+
+    fn frame(core: &mut Core, now: Instant, conn: ConnId, v: Value) {
+        core.handle(now, Input::Frame { conn, data: v.to_string().into_bytes() });
+    }
+
+    fn outputs(core: &mut Core) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn sent(outs: &[Output]) -> Vec<Value> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Send { text, .. } => Some(serde_json::from_str(text).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_around_a_pending_offer() {
+        let mut core = core();
+        let now = Instant::now();
+        let c = ConnId(1);
+        core.handle(now, Input::Opened { conn: c });
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":0,"method":"describe","params":{"object":SERVER_MANAGER}}),
+        );
+        let s = sent(&outputs(&mut core))[0]["result"]["sessionId"].as_str().unwrap().to_owned();
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":1,"method":"create","params":{"type":"MediaPipeline","sessionId":s}}),
+        );
+        let p = sent(&outputs(&mut core))[0]["result"]["value"].as_str().unwrap().to_owned();
+        let ep_params = json!({"type":"WebRtcEndpoint","constructorParams":{"mediaPipeline":p},"sessionId":s});
+        frame(&mut core, now, c, json!({"jsonrpc":"2.0","id":2,"method":"create","params":ep_params}));
+        let ep = sent(&outputs(&mut core))[0]["result"]["value"].as_str().unwrap().to_owned();
+        assert!(ep.starts_with(&format!("{p}/")) && ep.ends_with(ENDPOINT_SUFFIX), "{ep}");
+        let cand =
+            json!({"candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.9 9 typ host","sdpMid":"0","sdpMLineIndex":0}});
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":3,"method":"invoke","params":{"object":ep,"operation":"addIceCandidate","operationParams":cand,"sessionId":s}}),
+        );
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":4,"method":"subscribe","params":{"object":ep,"type":"IceCandidateFound","sessionId":s}}),
+        );
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":5,"method":"invoke","params":{"object":ep,"operation":"processOffer","operationParams":{"offer":OFFER},"sessionId":s}}),
+        );
+        frame(
+            &mut core,
+            now,
+            c,
+            json!({"jsonrpc":"2.0","id":6,"method":"invoke","params":{"object":ep,"operation":"gatherCandidates","sessionId":s}}),
+        );
+        frame(&mut core, now, c, json!({"jsonrpc":"2.0","id":7,"method":"ping"}));
+        let outs = outputs(&mut core);
+        let replies = sent(&outs);
+        assert_eq!(replies.iter().map(|r| r["id"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(replies[0]["result"], json!({"sessionId": s}));
+        let Some(Output::Media(MediaOp::Build { ep: key, spec, .. })) = outs.last().cloned() else {
+            panic!("{outs:?}")
+        };
+        assert!(spec.audio && spec.video.is_none());
+        // A candidate found before gatherCandidates waits for it.
+        let found = IceCandidate::new("candidate:2 1 udp 2 10.0.0.1 5000 typ host", Some("0".into()), Some(0));
+        core.handle(now, Input::LocalCandidate { ep: key, candidate: found, unix_millis: 1700000000123 });
+        assert!(outputs(&mut core).is_empty());
+        core.handle(now, Input::Answered { ep: key, result: Ok("v=0\r\nanswer".into()) });
+        let outs = outputs(&mut core);
+        // The kept client candidate reaches the leg, then the replies leave
+        // in order, the event after gatherCandidates.
+        assert!(matches!(&outs[0], Output::Media(MediaOp::AddCandidate { ep, .. }) if *ep == key), "{outs:?}");
+        let replies = sent(&outs);
+        assert_eq!(replies[0]["id"], 5);
+        assert_eq!(replies[0]["result"], json!({"sessionId": s, "value": "v=0\r\nanswer"}));
+        // gatherCandidates flushes the kept candidate as it is handled.
+        assert_eq!(replies[1]["method"], "onEvent");
+        assert_eq!(replies[1]["params"]["value"]["data"]["timestampMillis"], "1700000000123");
+        assert_eq!(replies[2]["id"], 6);
+        assert_eq!(replies[3], json!({"id":7,"jsonrpc":"2.0","result":{"value":"pong"}}));
+        // The socket closes: the objects live through the grace, then go.
+        core.handle(now, Input::Closed { conn: c });
+        assert!(outputs(&mut core).is_empty());
+        assert_eq!(core.stats().endpoints, 1);
+        let at = core.poll_timeout().unwrap();
+        assert_eq!(at, now + CoreConfig::default().grace);
+        core.handle_timeout(at);
+        assert_eq!(outputs(&mut core), [Output::Media(MediaOp::Release { ep: key })]);
+        assert_eq!(core.stats(), Stats { errors: 0, ..Default::default() });
+    }
+}
