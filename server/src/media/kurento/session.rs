@@ -70,6 +70,7 @@ impl Purpose {
 #[derive(Debug)]
 struct Pending {
     purpose: Purpose,
+    sent: Instant,
     deadline: Instant,
     frame: String,
 }
@@ -291,8 +292,14 @@ impl KmsCore {
             _ => self.session.as_deref(),
         };
         let frame = rpc::request(id, method, rpc::with_session(params, session));
-        let deadline = now + self.t.request_timeout;
-        self.pending.insert(id, Pending { purpose, deadline, frame: frame.clone() });
+        // A keep-alive ping is answered at once by a live server: one that
+        // does not answer within the ping interval is taken for dead.
+        let timeout = match purpose {
+            Purpose::Ping => self.t.request_timeout.min(self.t.ping_interval),
+            _ => self.t.request_timeout,
+        };
+        let deadline = now + timeout;
+        self.pending.insert(id, Pending { purpose, sent: now, deadline, frame: frame.clone() });
         self.deadlines.insert((deadline, id));
         self.out.push_back(Output::Send(frame));
     }
@@ -410,7 +417,14 @@ impl KmsCore {
                     }
                 }
                 Purpose::Orphan => {}
-                _ => self.drop_link(now, "no answer to the session's request in time"),
+                _ => {
+                    self.drop_link(now, "no answer to the session's request in time");
+                    // A silent server died when it stopped answering: its
+                    // calls' grace runs from then.
+                    if let Some(at) = &mut self.broken_since {
+                        *at = (*at).min(p.sent);
+                    }
+                }
             }
         }
     }
@@ -786,6 +800,30 @@ mod tests {
             core.handle_frame(t0, f);
             assert!(failed(&drain(&mut core).1).is_empty(), "{f}");
         }
+    }
+
+    #[test]
+    fn a_hung_server_loses_its_calls_within_two_ping_intervals() {
+        let t0 = Instant::now();
+        let mut core = ready_core(t0);
+        let create = start(&mut core, t0, 1);
+        answer(&mut core, t0, &create, json!({"value":"P_kurento.MediaPipeline","sessionId":"S"}));
+        let ep = one(drain(&mut core).0, "create");
+        // Its last answer, at 1 s (the next request would time out at 5 s).
+        answer(&mut core, t0 + Duration::from_secs(1), &ep, json!({"value":"P/EA","sessionId":"S"}));
+        drain(&mut core);
+        let mut now = t0;
+        let mut lost = vec![];
+        while lost.is_empty() {
+            now = core.poll_timeout().unwrap();
+            core.handle_timeout(now);
+            let (_, outs) = drain(&mut core);
+            lost = failed(&outs);
+            // Connections hang until the driver's connect timeout: never
+            // reported here.
+        }
+        assert_eq!(now, t0 + Duration::from_secs(4), "ping at 2 s, no answer by 4 s, the grace counted from 2 s");
+        assert_eq!(lost, ["media server lost: the connection to it broke and did not come back within 2 s"]);
     }
 
     #[test]
