@@ -37,8 +37,9 @@ pub struct CoreConfig {
     /// Frames per second per connection, with bursts of `rate_burst`.
     pub rate_per_second: u32,
     pub rate_burst: u32,
-    /// This many refused frames in a row close the connection (1008).
-    pub max_refused_in_row: u32,
+    /// More refused frames than this within one second close the
+    /// connection (1008).
+    pub max_refused_per_second: u32,
     /// Frames waiting behind a `processOffer`; more close the connection.
     pub max_queued: usize,
     /// Endpoints in the whole server.
@@ -61,7 +62,7 @@ impl Default for CoreConfig {
             max_frame_bytes: 256 * 1024,
             rate_per_second: 200,
             rate_burst: 400,
-            max_refused_in_row: 200,
+            max_refused_per_second: 200,
             max_queued: 256,
             max_endpoints: 2000,
             max_pipelines_per_session: 1000,
@@ -203,7 +204,8 @@ struct Conn {
     /// A `processOffer` waiting for its leg: the endpoint and request id.
     waiting: Option<(EpKey, Option<Value>)>,
     bucket: Bucket,
-    refused_in_row: u32,
+    /// Refusals since the instant, within a one-second window.
+    refused: (Option<Instant>, u32),
     closing: bool,
 }
 
@@ -352,7 +354,7 @@ impl Core {
                         queue: VecDeque::new(),
                         waiting: None,
                         bucket: Bucket { tokens: f64::from(self.cfg.rate_burst), at: None },
-                        refused_in_row: 0,
+                        refused: (None, 0),
                         closing: false,
                     },
                 );
@@ -384,7 +386,7 @@ impl Core {
 
     fn on_frame(&mut self, now: Instant, conn: ConnId, data: Vec<u8>) {
         let (rate, burst, max_refused, max_queued) =
-            (self.cfg.rate_per_second, self.cfg.rate_burst, self.cfg.max_refused_in_row, self.cfg.max_queued);
+            (self.cfg.rate_per_second, self.cfg.rate_burst, self.cfg.max_refused_per_second, self.cfg.max_queued);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -392,11 +394,15 @@ impl Core {
             return;
         }
         let item = if c.bucket.take(now, rate, burst) {
-            c.refused_in_row = 0;
             Queued::Frame(data)
         } else {
-            c.refused_in_row += 1;
-            if c.refused_in_row > max_refused {
+            let (since, count) = &mut c.refused;
+            if since.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+                *since = Some(now);
+                *count = 0;
+            }
+            *count += 1;
+            if *count > max_refused {
                 tracing::info!(?conn, "KMS connection flooding: closed");
                 self.close(conn, 1008, "rate limit");
                 return;

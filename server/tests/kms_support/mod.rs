@@ -43,6 +43,16 @@ impl Kms {
         self.ws.send(m).await.expect("send");
     }
 
+    /// Queues a frame without flushing (a burst goes out in one write).
+    /// `false` once the socket is gone.
+    pub async fn feed(&mut self, m: Message) -> bool {
+        self.ws.feed(m).await.is_ok()
+    }
+
+    pub async fn flush(&mut self) -> bool {
+        self.ws.flush().await.is_ok()
+    }
+
     pub async fn send_raw(&mut self, m: Message) {
         self.ws.send(m).await.expect("send");
     }
