@@ -148,6 +148,46 @@ export async function checkGreenCanvas(page, who, what) {
   }
 }
 
+// The `one2one` client's test pattern bars (media/src/pattern.rs BARS).
+const BARS = [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192], [192, 0, 0], [0, 0, 192], [16, 16, 16]];
+
+/// The share of points on two rows of a page's remote video that show one
+/// of the client's bar colours, and how many bars were seen.
+async function barsOnCanvas(page) {
+  return page.evaluate((bars) => {
+    const v = document.querySelector('#remote');
+    if (!v || !v.videoWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0);
+    let good = 0, total = 0;
+    const seen = new Set();
+    for (const fy of [0.2, 0.4]) {
+      for (let i = 0; i < 64; i++) {
+        const [r, gg, b] = g.getImageData(Math.floor((i + 0.5) * c.width / 64), Math.floor(c.height * fy), 1, 1).data;
+        total++;
+        const k = bars.findIndex(([br, bg, bb]) => Math.max(Math.abs(br - r), Math.abs(bg - gg), Math.abs(bb - b)) <= 40);
+        if (k >= 0) { good++; seen.add(k); }
+      }
+    }
+    return { share: good / total, distinct: seen.size, width: c.width, height: c.height };
+  }, BARS);
+}
+
+export async function checkBarsCanvas(page, who, what) {
+  const name = `${who}'s remote video shows ${what}'s colour bars`;
+  try {
+    const r = await until(`${who}'s canvas to show the colour bars`, async () => {
+      const r = await barsOnCanvas(page);
+      return r && r.share >= 0.8 && r.distinct >= 7 ? r : null;
+    }, 20000, 250);
+    check(name, true, `${Math.round(r.share * 100)}% of samples on ${r.distinct} bars, ${r.width}x${r.height}`);
+  } catch (e) {
+    check(name, false, `${e.message} ${JSON.stringify(await barsOnCanvas(page).catch(() => null))}`);
+  }
+}
+
 /// A y4m file (8-bit 4:2:0): its size, frame count, and for each frame the
 /// share of a grid of samples that shows the fake camera's green (BT.601
 /// limited range to RGB).

@@ -4,8 +4,8 @@
 // call each other and decode each other's media (getStats, growing; the
 // remote video is the other page's camera); then the `one2one` client on A
 // calls a page on A and its --record-remote recording carries the page's
-// camera. B's /metrics shows each pipeline while its call lasts and none
-// after it.
+// camera (and the page shows the client's colour bars). B's /metrics
+// shows each pipeline while its call lasts and none after it.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { mkdtempSync, existsSync } from 'node:fs';
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { check, summary, startServer, launchBrowser, openClient, waitState, until, IP } from './lib.mjs';
 import {
-  requireParts, tcpOpen, checkMediaFlows, checkGreenCanvas, checkGauges, y4mGreen, wavLevel, CLIENT_BIN,
+  requireParts, tcpOpen, checkMediaFlows, checkGreenCanvas, checkBarsCanvas, checkGauges, y4mGreen, wavLevel, CLIENT_BIN,
 } from './kurento-lib.mjs';
 
 const A_PORT = 18490;
@@ -94,6 +94,7 @@ try {
     check('erin decodes dave\'s camera and receives his audio', false, `${e.message} last stats ${JSON.stringify(client.lastStats())}`);
   }
   await checkMediaFlows(dave, 'dave', 'erin');
+  await checkBarsCanvas(dave, 'dave', 'erin');
   const ended = await client.event('call_ended', 30000);
   check('erin hangs up after --hangup-after', ended.reason === 'hung_up', JSON.stringify(ended));
   const exitCode = await client.exited;
