@@ -50,6 +50,8 @@ try {
   check('after alice hangs up both pages are idle', true);
   await checkGauges(server.url, { one2one_kms_pipelines: 0, one2one_kms_endpoints: 0 },
     'after the hang-up the pipeline is released: /metrics shows 0 pipelines and 0 endpoints');
+  await checkGauges(server.url, { one2one_kms_errors_total: 0 },
+    'the --kms-listen endpoint answered none of the tutorial\'s requests with an error');
   const errors = app.log.filter((l) => /failed|error/i.test(l) && !/^kurento-app: connection \d+ (received|closed)/.test(l));
   check('the kurento app logged no error', errors.length === 0, errors.join(' | '));
   code = summary();

@@ -21,6 +21,9 @@ const B_PORT = 18491;
 const KMS_PORT = 18492;
 const NO_PIPELINE = { one2one_kms_pipelines: 0, one2one_kms_endpoints: 0 };
 const ONE_PIPELINE = { one2one_kms_pipelines: 1, one2one_kms_endpoints: 2 };
+// A's series for its one --kms-uri.
+const KMS = (name) => `${name}{uri="ws://${IP}:${KMS_PORT}/kurento"}`;
+const A_CALLS = (n) => ({ [KMS('one2one_kms_up')]: 1, [KMS('one2one_kms_active_calls')]: n });
 
 function startClient(server, args) {
   const proc = spawn(CLIENT_BIN, ['--server', server.wsUrl, '--insecure', '--headless', '--media-ip', IP, ...args], {
@@ -62,6 +65,7 @@ try {
   await waitState(bob, 'incall', 30000);
   check('alice calls bob on A, bob accepts, both pages are in the call', true);
   await checkGauges(b.url, ONE_PIPELINE, 'the call is a pipeline with two endpoints on B');
+  await checkGauges(a.url, A_CALLS(1), 'A\'s /metrics shows its KMS up with one active call');
   await checkMediaFlows(alice, 'alice', 'bob');
   await checkMediaFlows(bob, 'bob', 'alice');
   await checkGreenCanvas(alice, 'alice', 'bob');
@@ -101,6 +105,9 @@ try {
   check('erin exits with 0', exitCode === 0, `exit code ${exitCode}`);
   await waitState(dave, 'idle');
   await checkGauges(b.url, NO_PIPELINE, 'after erin hangs up A released the pipeline on B');
+  await checkGauges(a.url, { ...A_CALLS(0), [KMS('one2one_kms_request_errors_total')]: 0 },
+    'A\'s /metrics shows its KMS up, no active call and no request error');
+  await checkGauges(b.url, { one2one_kms_errors_total: 0 }, 'B answered none of A\'s requests with an error');
 
   // What erin recorded is dave's camera: Chromium's green picture.
   try {
