@@ -4,7 +4,8 @@
 // pipeline of one2one-server's KMS endpoint. Both pages decode the other's
 // video and receive its audio (getStats, growing), the remote video is the
 // other page's camera, and after the hang-up the pipeline and its
-// endpoints are released (/metrics).
+// endpoints are released (/metrics); a second call, the other way round,
+// on the same kurento-client session, is released too.
 import { check, summary, startServer, launchBrowser, openClient, waitState, IP } from './lib.mjs';
 import { requireParts, tcpOpen, startApp, checkMediaFlows, checkGreenCanvas, checkGauges } from './kurento-lib.mjs';
 
@@ -50,6 +51,23 @@ try {
   check('after alice hangs up both pages are idle', true);
   await checkGauges(server.url, { one2one_kms_pipelines: 0, one2one_kms_endpoints: 0 },
     'after the hang-up the pipeline is released: /metrics shows 0 pipelines and 0 endpoints');
+
+  // A second call, the other way round, on the same kurento-client session.
+  await bob.evaluate(() => window.one2one.call('alice'));
+  await waitState(alice, 'incoming');
+  await alice.evaluate(() => window.one2one.accept());
+  await waitState(bob, 'incall', 30000);
+  await waitState(alice, 'incall', 30000);
+  check('then bob calls alice on the same kurento-client session, and she accepts', true);
+  await checkGauges(server.url, { one2one_kms_sessions: 1, one2one_kms_pipelines: 1, one2one_kms_endpoints: 2 },
+    'the second call is a new pipeline with two endpoints in the same session');
+  await checkMediaFlows(alice, 'alice', 'bob');
+  await checkMediaFlows(bob, 'bob', 'alice');
+  await bob.evaluate(() => window.one2one.hangup());
+  await waitState(alice, 'idle');
+  await waitState(bob, 'idle');
+  await checkGauges(server.url, { one2one_kms_pipelines: 0, one2one_kms_endpoints: 0 },
+    'after bob hangs up the second pipeline is released too');
   await checkGauges(server.url, { one2one_kms_errors_total: 0 },
     'the --kms-listen endpoint answered none of the tutorial\'s requests with an error');
   const errors = app.log.filter((l) => /failed|error/i.test(l) && !/^kurento-app: connection \d+ (received|closed)/.test(l));
