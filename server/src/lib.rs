@@ -126,17 +126,19 @@ pub async fn start(listener: TcpListener, transport: Transport, config: ServerCo
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut relay_cfg = config.relay.clone();
     relay_cfg.ice_servers = config.ice_servers.clone();
+    // One relay, one port pool: the embedded backend's legs and those of
+    // `--kms-listen` never pick the same port.
+    let relay = media::relay::Relay::new(relay_cfg, metrics.clone());
     let kms = match config.kms_listen {
         Some(at) => {
             let listener = TcpListener::bind(at).await.with_context(|| format!("--kms-listen {at}"))?;
-            let relay = media::relay::Relay::new(relay_cfg.clone(), metrics.clone());
-            Some(kms::serve(listener, kms::KmsConfig::default(), relay, metrics.clone()).await?)
+            Some(kms::serve(listener, kms::KmsConfig::default(), relay.clone(), metrics.clone()).await?)
         }
         None => None,
     };
     let kms_addr = kms.as_ref().map(|k| k.addr);
     let backend: Arc<dyn MediaBackend> = match &config.media {
-        MediaConfig::Embedded => Arc::new(RelayBackend::new(relay_cfg, events_tx, metrics.clone())),
+        MediaConfig::Embedded => Arc::new(RelayBackend::on(relay, events_tx)),
         MediaConfig::Kurento(k) => media::kurento::backend(k.clone(), events_tx, metrics.clone()),
         MediaConfig::Custom(make) => make(events_tx, metrics.clone()),
     };

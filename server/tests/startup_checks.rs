@@ -215,7 +215,10 @@ fn the_self_signed_certificate_covers_the_listen_address() {
 fn kurento_settings_are_checked() {
     refused(&["--http", "--media", "kurento"], "--media kurento needs at least one --kms-uri");
     refused(&["--http", "--kms-uri", "ws://127.0.0.1:8888/kurento"], "--kms-uri needs --media kurento");
-    refused(&["--http", "--media", "kurento", "--kms-uri", "http://kms:8888/kurento"], "must start with ws:// or wss://");
+    refused(
+        &["--http", "--media", "kurento", "--kms-uri", "http://kms:8888/kurento"],
+        "must start with ws:// or wss://",
+    );
     refused(&["--http", "--media", "kurento", "--kms-uri", "ws:///kurento"], "no host");
     refused(&["--http", "--media", "kurento", "--kms-uri", "ws://k/kurento", "--kms-timeout", "0.1"], "--kms-timeout");
     refused(&["--http", "--media", "fancy"], "--media");

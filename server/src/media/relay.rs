@@ -123,7 +123,13 @@ pub struct RelayBackend {
 
 impl RelayBackend {
     pub fn new(cfg: RelayConfig, events: EventSink, metrics: Arc<Metrics>) -> Self {
-        let shared = Shared { relay: Relay::new(cfg, metrics), events, calls: Mutex::new(HashMap::new()) };
+        Self::on(Relay::new(cfg, metrics), events)
+    }
+
+    /// A backend on a relay shared with others (`--kms-listen`'s legs): one
+    /// port pool for every leg of the process.
+    pub fn on(relay: Relay, events: EventSink) -> Self {
+        let shared = Shared { relay, events, calls: Mutex::new(HashMap::new()) };
         RelayBackend { shared: Arc::new(shared) }
     }
 }
