@@ -84,6 +84,10 @@ pub struct Config {
     pub setup_timeout: Duration,
     /// Candidates kept per user before a call leg exists.
     pub max_pending_candidates: usize,
+    /// Candidates a user may give one call in all (a browser gathers a
+    /// handful); later ones are dropped, so that no client can make the
+    /// media backend keep an endless list.
+    pub max_call_candidates: usize,
     /// Candidates older than this are not carried into a new call: they
     /// belong to a connection attempt that is over.
     pub pending_candidate_ttl: Duration,
@@ -99,6 +103,7 @@ impl Default for Config {
             ring_timeout: Duration::from_secs(60),
             setup_timeout: Duration::from_secs(30),
             max_pending_candidates: 64,
+            max_call_candidates: 256,
             pending_candidate_ttl: Duration::from_secs(10),
             max_calls: None,
         }
@@ -143,6 +148,8 @@ struct Call {
     established: bool,
     /// Each leg's SDP answer, held until both are there.
     answers: [Option<String>; 2],
+    /// Candidates each user has given this call ([`Config::max_call_candidates`]).
+    candidates: [usize; 2],
 }
 
 impl Call {
@@ -596,6 +603,7 @@ impl Signaling {
                 accepted: None,
                 established: false,
                 answers: [None, None],
+                candidates: [0, 0],
             },
         );
         self.counters.calls_started += 1;
@@ -668,6 +676,7 @@ impl Signaling {
                 call.accepted = Some(now);
                 let caller_offer = std::mem::take(&mut call.caller_offer);
                 let caller_queue = std::mem::take(&mut call.caller_queue);
+                call.candidates = [caller_queue.len(), pending.len()];
                 tracing::info!(%id, caller = %log_safe(&call.names[0]), callee = %log_safe(&call.names[1]), "call accepted");
                 self.media(MediaCmd::Start { call: id, caller_offer, callee_offer });
                 for candidate in caller_queue {
@@ -694,7 +703,16 @@ impl Signaling {
                 }
                 // A ringing callee has no offer out yet: keep it for the accept.
                 (Phase::Ringing, Leg::Callee) => self.push_pending(now, conn, candidate),
-                _ => self.media(MediaCmd::AddCandidate { call: id, leg, candidate }),
+                _ => {
+                    // Counted with those queued before the accept.
+                    let sent = &mut call.candidates[leg.index()];
+                    if *sent >= self.config.max_call_candidates {
+                        tracing::debug!(%id, ?leg, "candidate dropped: this user gave the call too many");
+                        return;
+                    }
+                    *sent += 1;
+                    self.media(MediaCmd::AddCandidate { call: id, leg, candidate });
+                }
             }
             return;
         }

@@ -1042,3 +1042,23 @@ fn one_answer_then_a_failure_tells_both_and_releases() {
     h.input(Input::Media(MediaEvent::Answer { call, leg: Leg::Callee, sdp: "AB".into() }));
     assert!(h.take(1).is_empty() && h.take(2).is_empty());
 }
+
+#[test]
+fn a_user_gives_a_call_at_most_max_call_candidates() {
+    let mut h = H::with(Config { max_call_candidates: 3, ..Config::default() });
+    h.user(1, "alice");
+    h.user(2, "bob");
+    let cand = r#"{"id":"onIceCandidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#;
+    h.msg(1, r#"{"id":"call","from":"alice","to":"bob","sdpOffer":"OA"}"#);
+    h.msg(1, cand); // queued while ringing: counts
+    h.msg(2, r#"{"id":"incomingCallResponse","from":"alice","callResponse":"accept","sdpOffer":"OB"}"#);
+    for _ in 0..10 {
+        h.msg(1, cand);
+        h.msg(2, cand);
+    }
+    let per_leg = |cmds: &[MediaCmd], leg: Leg| {
+        cmds.iter().filter(|c| matches!(c, MediaCmd::AddCandidate { leg: l, .. } if *l == leg)).count()
+    };
+    let cmds = h.take_media();
+    assert_eq!((per_leg(&cmds, Leg::Caller), per_leg(&cmds, Leg::Callee)), (3, 3), "{cmds:?}");
+}
