@@ -60,8 +60,9 @@ impl Default for CoreConfig {
         CoreConfig {
             grace: Duration::from_secs(30),
             max_frame_bytes: 256 * 1024,
-            rate_per_second: 200,
-            rate_burst: 400,
+            // One kurento-client socket carries every call of its app.
+            rate_per_second: 2000,
+            rate_burst: 4000,
             max_refused_per_second: 200,
             max_queued: 256,
             max_endpoints: 2000,
