@@ -46,7 +46,7 @@ impl KmsEndpoint {
 }
 
 enum ConnMsg {
-    Opened { conn: ConnId, writer: mpsc::Sender<WsOut> },
+    Opened { conn: ConnId, writer: mpsc::Sender<WsOut>, cancel: oneshot::Sender<()> },
     Frame { conn: ConnId, data: Vec<u8> },
     Closed { conn: ConnId },
 }
@@ -59,6 +59,20 @@ enum MediaMsg {
 enum WsOut {
     Text(String),
     Close(u16, &'static str),
+}
+
+/// How long one frame may take to leave (a client that does not read).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closed connection's writer gets to send what is queued.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// How long a client gets to answer our close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
+/// The core's side of one connection: dropping it closes the writer's
+/// queue and stops the reader.
+struct ConnOut {
+    queue: mpsc::Sender<WsOut>,
+    _cancel: oneshot::Sender<()>,
 }
 
 struct LegSlot {
@@ -166,63 +180,87 @@ async fn connection(
     tracing::info!(%peer, ?conn, "KMS client connected");
     let (mut sink, mut frames) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<WsOut>(1024);
-    if tx.send(ConnMsg::Opened { conn, writer: out_tx }).await.is_err() {
+    // The core drops `cancel`'s sender when it is done with the connection
+    // (a close of its own, a client too slow to read, the socket closed):
+    // the reader stops at once, whatever the client keeps sending.
+    let (cancel_tx, mut cancel) = oneshot::channel::<()>();
+    if tx.send(ConnMsg::Opened { conn, writer: out_tx, cancel: cancel_tx }).await.is_err() {
         return;
     }
-    let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
-            match m {
-                WsOut::Text(t) => {
-                    if sink.send(Message::Text(t.into())).await.is_err() {
-                        break;
-                    }
-                }
+            let (msg, last) = match m {
+                WsOut::Text(t) => (Message::Text(t.into()), false),
                 WsOut::Close(code, reason) => {
-                    let frame = CloseFrame { code: code.into(), reason: reason.into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
+                    (Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into() })), true)
                 }
+            };
+            // A client that stops reading fills the TCP window: its sends
+            // time out instead of blocking the writer forever.
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) if !last => {}
+                _ => break,
             }
         }
-        let _ = sink.close().await;
-        let _ = closed_tx.send(());
+        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
     });
-    let mut closing_deadline: Option<tokio::time::Instant> = None;
+    // Once closing (the core is done with the connection, or the writer
+    // ended), frames are read and dropped: the writer gets WRITER_GRACE to
+    // send what is queued, then the client CLOSE_LINGER to answer the
+    // close frame; nothing unread is left to turn the close into a reset
+    // that would lose the last replies.
+    let (mut closing, mut writer_done) = (false, false);
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let wait = closing_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        if !closing {
+            deadline = tokio::time::Instant::now() + idle;
+        }
         tokio::select! {
-            frame = frames.next() => match frame {
-                Some(Ok(Message::Text(t))) => {
-                    if tx.send(ConnMsg::Frame { conn, data: t.as_bytes().to_vec() }).await.is_err() { break }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    if tx.send(ConnMsg::Frame { conn, data: b.to_vec() }).await.is_err() { break }
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(%peer, ?conn, error = %e, "KMS socket error");
+            biased;
+            _ = &mut cancel, if !closing => {
+                closing = true;
+                deadline = tokio::time::Instant::now() + WRITER_GRACE;
+            }
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                closing = true;
+                deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+            }
+            frame = frames.next() => {
+                let data = match frame {
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, ?conn, error = %e, "KMS socket error");
+                        break;
+                    }
+                };
+                if !closing && tx.send(ConnMsg::Frame { conn, data }).await.is_err() {
                     break;
                 }
-            },
-            // The writer sent its close frame: give the client 3 s to answer.
-            _ = &mut closed_rx, if closing_deadline.is_none() => {
-                closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
             }
-            () = tokio::time::sleep_until(wait) => {
-                if closing_deadline.is_none() {
+            () = tokio::time::sleep_until(deadline) => {
+                if !closing {
                     tracing::info!(%peer, ?conn, "KMS client idle: closed");
                 }
                 break;
             }
         }
     }
+    drop(frames);
     let _ = tx.send(ConnMsg::Closed { conn }).await;
-    // The core drops the writer's queue on Closed; a writer stuck on a dead
-    // socket is not waited for.
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
-        tracing::debug!(?conn, "KMS writer did not finish");
+    // The core drops the writer's queue on Closed: the writer sends what is
+    // queued (a close frame last) and ends. One stuck on a socket whose
+    // client does not read is aborted, so that the socket is freed now.
+    if !writer_done {
+        let finished = !closing && tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_ok();
+        if !finished {
+            tracing::debug!(?conn, "KMS writer did not finish: aborted");
+            writer.abort();
+            let _ = writer.await;
+        }
     }
     tracing::info!(%peer, ?conn, "KMS client disconnected");
 }
@@ -250,8 +288,8 @@ async fn run_core(
                 let Some(m) = m else { break };
                 let now = Instant::now();
                 match m {
-                    ConnMsg::Opened { conn, writer } => {
-                        io.writers.insert(conn, writer);
+                    ConnMsg::Opened { conn, writer, cancel } => {
+                        io.writers.insert(conn, ConnOut { queue: writer, _cancel: cancel });
                         core.handle(now, Input::Opened { conn });
                     }
                     ConnMsg::Frame { conn, data } => core.handle(now, Input::Frame { conn, data }),
@@ -273,7 +311,12 @@ async fn run_core(
                                 }
                                 Ok(sdp)
                             }
-                            Err(e) => Err(e),
+                            // The endpoint is back to Created, whose release
+                            // frees no leg: the slot goes now.
+                            Err(e) => {
+                                io.legs.remove(&ep);
+                                Err(e)
+                            }
                         };
                         core.handle(now, Input::Answered { ep, result });
                     }
@@ -287,6 +330,7 @@ async fn run_core(
                 core.shutdown();
                 io.flush(&mut core);
                 stats.store(&core.stats());
+        stats.store_legs(io.legs.len());
                 let tasks: Vec<_> = io.legs.drain().map(|(_, s)| s.task).collect();
                 let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(tasks)).await;
                 if let Some(done) = done {
@@ -297,11 +341,12 @@ async fn run_core(
         }
         io.flush(&mut core);
         stats.store(&core.stats());
+        stats.store_legs(io.legs.len());
     }
 }
 
 struct Io {
-    writers: HashMap<ConnId, mpsc::Sender<WsOut>>,
+    writers: HashMap<ConnId, ConnOut>,
     legs: HashMap<EpKey, LegSlot>,
     relay: Relay,
     media_tx: mpsc::UnboundedSender<MediaMsg>,
@@ -315,7 +360,7 @@ impl Io {
                     let Some(w) = self.writers.get(&conn) else {
                         continue;
                     };
-                    if w.try_send(WsOut::Text(text)).is_err() {
+                    if w.queue.try_send(WsOut::Text(text)).is_err() {
                         // A client that does not read its replies is cut off.
                         tracing::info!(?conn, "KMS client too slow: disconnected");
                         self.writers.remove(&conn);
@@ -324,7 +369,7 @@ impl Io {
                 }
                 Output::Close { conn, code, reason } => {
                     if let Some(w) = self.writers.remove(&conn) {
-                        let _ = w.try_send(WsOut::Close(code, reason));
+                        let _ = w.queue.try_send(WsOut::Close(code, reason));
                     }
                 }
                 Output::Media(op) => self.media(op),

@@ -49,6 +49,7 @@ pub struct KmsMetrics {
     pipelines: AtomicU64,
     endpoints: AtomicU64,
     errors: AtomicU64,
+    legs: AtomicU64,
 }
 
 impl KmsMetrics {
@@ -58,6 +59,12 @@ impl KmsMetrics {
         self.pipelines.store(s.pipelines, Relaxed);
         self.endpoints.store(s.endpoints, Relaxed);
         self.errors.store(s.errors, Relaxed);
+    }
+
+    /// Relay legs the driver holds (built, being built, or failed and not
+    /// yet forgotten).
+    pub fn store_legs(&self, n: usize) {
+        self.legs.store(n as u64, Relaxed);
     }
 }
 
@@ -73,6 +80,7 @@ impl MetricsSource for KmsMetrics {
             ),
             ("one2one_kms_pipelines", "MediaPipelines of --kms-listen clients.", "gauge", &self.pipelines),
             ("one2one_kms_endpoints", "WebRtcEndpoints of --kms-listen clients.", "gauge", &self.endpoints),
+            ("one2one_kms_legs", "Relay legs held for WebRtcEndpoints of --kms-listen clients.", "gauge", &self.legs),
             ("one2one_kms_errors_total", "JSON-RPC error replies of --kms-listen.", "counter", &self.errors),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
