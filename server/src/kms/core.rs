@@ -8,7 +8,7 @@
 //! a `processOffer` waits for its leg, later frames of that connection wait
 //! in its queue (bounded), so every reply leaves in request order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use one2one_media::sdp_check::{OfferError, summarize};
@@ -42,6 +42,16 @@ pub struct CoreConfig {
     pub max_refused_per_second: u32,
     /// Frames waiting behind a `processOffer`; more close the connection.
     pub max_queued: usize,
+    /// Bytes of the frames waiting behind a `processOffer` (a frame over
+    /// the rate counts only its id); more get an error and close the
+    /// connection.
+    pub max_queued_bytes: usize,
+    /// Sessions in the whole server, detached ones included. A new one
+    /// beyond it evicts the session detached longest ago, or is refused
+    /// when none is detached.
+    pub max_sessions: usize,
+    /// MediaPipelines in the whole server.
+    pub max_pipelines: usize,
     /// Endpoints in the whole server.
     pub max_endpoints: usize,
     /// Pipelines per session.
@@ -51,6 +61,9 @@ pub struct CoreConfig {
     /// Candidates kept per endpoint (the client's before the offer, ours
     /// before `gatherCandidates`).
     pub max_candidates: usize,
+    /// The client's candidates per endpoint over its whole life (the ICE
+    /// agent keeps every distinct one).
+    pub max_remote_candidates: usize,
     /// Subscriptions per object.
     pub max_subscriptions: usize,
 }
@@ -65,10 +78,14 @@ impl Default for CoreConfig {
             rate_burst: 4000,
             max_refused_per_second: 200,
             max_queued: 256,
+            max_queued_bytes: 4 * 1024 * 1024,
+            max_sessions: 1024,
+            max_pipelines: 1000,
             max_endpoints: 2000,
             max_pipelines_per_session: 1000,
             max_endpoints_per_pipeline: 4,
             max_candidates: 64,
+            max_remote_candidates: 128,
             max_subscriptions: 16,
         }
     }
@@ -195,13 +212,26 @@ impl Bucket {
 
 enum Queued {
     Frame(Vec<u8>),
-    /// Over the rate: answered with an error when its turn comes.
-    Limited(Vec<u8>),
+    /// Over the rate: answered with this error when its turn comes (only
+    /// the id is kept).
+    Limited(Option<Value>, RpcError),
+}
+
+impl Queued {
+    /// What it counts against [`CoreConfig::max_queued_bytes`].
+    fn cost(&self) -> usize {
+        match self {
+            Queued::Frame(d) => d.len(),
+            Queued::Limited(..) => 64,
+        }
+    }
 }
 
 struct Conn {
     session: Option<String>,
     queue: VecDeque<Queued>,
+    /// What the queue's frames weigh ([`Queued::cost`]).
+    queued_bytes: usize,
     /// A `processOffer` waiting for its leg: the endpoint and request id.
     waiting: Option<(EpKey, Option<Value>)>,
     bucket: Bucket,
@@ -244,6 +274,8 @@ struct Endpoint {
     /// Our candidates until `gatherCandidates`.
     local: Vec<(IceCandidate, u64)>,
     gathering: bool,
+    /// The client's candidates so far, kept or handed to the leg.
+    remote_seen: usize,
     subs: Vec<Sub>,
     /// Where this endpoint's media goes, and where its own comes from.
     sink: Option<String>,
@@ -273,6 +305,8 @@ pub struct Core {
     pipelines: HashMap<String, Pipeline>,
     endpoints: HashMap<String, Endpoint>,
     keys: HashMap<EpKey, String>,
+    /// Detached sessions by the instant they were detached.
+    detached: BTreeSet<(Instant, String)>,
     next_key: u64,
     server_id: String,
     errors: u64,
@@ -292,6 +326,7 @@ impl Core {
             pipelines: HashMap::new(),
             endpoints: HashMap::new(),
             keys: HashMap::new(),
+            detached: BTreeSet::new(),
             next_key: 1,
             server_id,
             errors: 0,
@@ -316,18 +351,16 @@ impl Core {
 
     /// When [`Core::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(|s| s.detached_at).min().map(|t| t + self.cfg.grace)
+        self.detached.first().map(|(t, _)| *t + self.cfg.grace)
     }
 
     /// Releases the objects of sessions whose grace has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_none() && s.detached_at.is_some_and(|t| now >= t + self.cfg.grace))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
+        while let Some((t, id)) = self.detached.first().cloned() {
+            if now < t + self.cfg.grace {
+                break;
+            }
+            self.detached.remove(&(t, id.clone()));
             tracing::info!(session = %id, "KMS session expired: its objects are released");
             self.drop_session(&id);
         }
@@ -353,6 +386,7 @@ impl Core {
                     Conn {
                         session: None,
                         queue: VecDeque::new(),
+                        queued_bytes: 0,
                         waiting: None,
                         bucket: Bucket { tokens: f64::from(self.cfg.rate_burst), at: None },
                         refused: (None, 0),
@@ -381,13 +415,19 @@ impl Core {
         {
             c.closing = true;
             c.queue.clear();
+            c.queued_bytes = 0;
             self.out.push_back(Output::Close { conn, code, reason });
         }
     }
 
     fn on_frame(&mut self, now: Instant, conn: ConnId, data: Vec<u8>) {
-        let (rate, burst, max_refused, max_queued) =
-            (self.cfg.rate_per_second, self.cfg.rate_burst, self.cfg.max_refused_per_second, self.cfg.max_queued);
+        let (rate, burst, max_refused, max_queued, max_queued_bytes) = (
+            self.cfg.rate_per_second,
+            self.cfg.rate_burst,
+            self.cfg.max_refused_per_second,
+            self.cfg.max_queued,
+            self.cfg.max_queued_bytes,
+        );
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -408,13 +448,24 @@ impl Core {
                 self.close(conn, 1008, "rate limit");
                 return;
             }
-            Queued::Limited(data)
+            let (id, e) = match parse_request(&data) {
+                Ok((id, ..)) => (id, RpcError::rate_limited(rate)),
+                Err(refused) => refused,
+            };
+            Queued::Limited(id, e)
         };
         if c.queue.len() >= max_queued {
             tracing::info!(?conn, "KMS connection queued too many requests: closed");
             self.close(conn, 1008, "too many pending requests");
             return;
         }
+        if c.queued_bytes + item.cost() > max_queued_bytes {
+            tracing::info!(?conn, "KMS connection queued too many bytes: closed");
+            self.reply(conn, Some(&Value::Null), Err(RpcError::queue_full(max_queued_bytes)));
+            self.close(conn, 1008, "too many pending requests");
+            return;
+        }
+        c.queued_bytes += item.cost();
         c.queue.push_back(item);
         self.drain(now, conn);
     }
@@ -431,6 +482,7 @@ impl Core {
             let Some(item) = c.queue.pop_front() else {
                 return;
             };
+            c.queued_bytes -= item.cost();
             self.process(now, conn, item);
         }
     }
@@ -452,32 +504,14 @@ impl Core {
     }
 
     fn process(&mut self, now: Instant, conn: ConnId, item: Queued) {
-        let (data, limited) = match item {
-            Queued::Frame(d) => (d, false),
-            Queued::Limited(d) => (d, true),
+        let data = match item {
+            Queued::Frame(d) => d,
+            Queued::Limited(id, e) => return self.reply(conn, id.as_ref(), Err(e)),
         };
-        let null = Value::Null;
-        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
-            return self.reply(conn, Some(&null), Err(RpcError::parse()));
+        let (id, method, mut req) = match parse_request(&data) {
+            Ok(r) => r,
+            Err((id, e)) => return self.reply(conn, id.as_ref(), Err(e)),
         };
-        let Value::Object(mut req) = v else {
-            return self.reply(conn, Some(&null), Err(RpcError::invalid_request()));
-        };
-        let id = match req.remove("id") {
-            None => None,
-            Some(Value::Array(_) | Value::Object(_)) => {
-                return self.reply(conn, Some(&null), Err(RpcError::invalid_request()));
-            }
-            Some(v) => Some(v),
-        };
-        let method = match (req.get("jsonrpc"), req.get("method")) {
-            (Some(Value::String(j)), Some(Value::String(m))) if j == "2.0" => m.clone(),
-            _ => return self.reply(conn, id.as_ref(), Err(RpcError::invalid_request())),
-        };
-        if limited {
-            let e = RpcError::rate_limited(self.cfg.rate_per_second);
-            return self.reply(conn, id.as_ref(), Err(e));
-        }
         if data.len() > self.cfg.max_frame_bytes {
             let e = RpcError::too_large(data.len(), self.cfg.max_frame_bytes);
             return self.reply(conn, id.as_ref(), Err(e));
@@ -579,6 +613,18 @@ impl Core {
         if let Some(s) = mine {
             return Ok(s);
         }
+        if self.sessions.len() >= self.cfg.max_sessions {
+            // The session detached longest ago makes room, or none is made.
+            let Some((t, oldest)) = self.detached.first().cloned() else {
+                return Err(RpcError::no_resources(format!(
+                    "Too many sessions on this server (at most {})",
+                    self.cfg.max_sessions
+                )));
+            };
+            tracing::info!(session = %oldest, "KMS sessions full: the one detached longest ago is released");
+            self.detached.remove(&(t, oldest.clone()));
+            self.drop_session(&oldest);
+        }
         let s = self.new_id();
         self.sessions.insert(s.clone(), Session { conn: None, detached_at: None, pipelines: vec![] });
         self.bind(now, conn, &s);
@@ -599,7 +645,9 @@ impl Core {
                 pc.session = None;
             }
             s.conn = Some(conn);
-            s.detached_at = None;
+            if let Some(t) = s.detached_at.take() {
+                self.detached.remove(&(t, session.to_owned()));
+            }
         }
     }
 
@@ -610,10 +658,14 @@ impl Core {
             return;
         };
         s.conn = None;
+        if let Some(t) = s.detached_at.take() {
+            self.detached.remove(&(t, session.to_owned()));
+        }
         if s.pipelines.is_empty() {
             self.sessions.remove(session);
         } else {
             s.detached_at = Some(now);
+            self.detached.insert((now, session.to_owned()));
         }
     }
 
@@ -650,6 +702,9 @@ impl Core {
         let Some(s) = self.sessions.remove(id) else {
             return;
         };
+        if let Some(t) = s.detached_at {
+            self.detached.remove(&(t, id.to_owned()));
+        }
         for p in s.pipelines {
             self.release_pipeline(&p);
         }
@@ -689,6 +744,12 @@ impl Core {
                     return Err(RpcError::no_resources(format!(
                         "Too many MediaPipelines in this session (at most {})",
                         self.cfg.max_pipelines_per_session
+                    )));
+                }
+                if self.pipelines.len() >= self.cfg.max_pipelines {
+                    return Err(RpcError::no_resources(format!(
+                        "Too many MediaPipelines on this server (at most {})",
+                        self.cfg.max_pipelines
                     )));
                 }
                 let id = format!("{}{PIPELINE_SUFFIX}", self.new_id());
@@ -732,6 +793,7 @@ impl Core {
                         remote: vec![],
                         local: vec![],
                         gathering: false,
+                        remote_seen: 0,
                         subs: vec![],
                         sink: None,
                         source: None,
@@ -847,11 +909,17 @@ impl Core {
     }
 
     fn add_candidate(&mut self, ep: &str, candidate: IceCandidate) -> Result<(), RpcError> {
-        let max = self.cfg.max_candidates;
+        let (max, max_ever) = (self.cfg.max_candidates, self.cfg.max_remote_candidates);
         let Some(e) = self.endpoints.get_mut(ep) else {
             return Err(RpcError::object_not_found(ep));
         };
+        if e.remote_seen >= max_ever {
+            return Err(RpcError::add_candidate(format!(
+                "Error adding candidate: at most {max_ever} candidates per endpoint"
+            )));
+        }
         if e.state == EpState::Negotiated {
+            e.remote_seen += 1;
             let key = e.key;
             self.media(MediaOp::AddCandidate { ep: key, candidate });
             return Ok(());
@@ -861,6 +929,7 @@ impl Core {
                 "Error adding candidate: at most {max} candidates are kept before the offer"
             )));
         }
+        e.remote_seen += 1;
         e.remote.push(candidate);
         Ok(())
     }
@@ -1145,6 +1214,30 @@ impl Core {
     }
 }
 
+/// A frame's id, method and members, or the error to answer and the id to
+/// answer it to (none for a notification).
+type Request = (Option<Value>, String, Map<String, Value>);
+fn parse_request(data: &[u8]) -> Result<Request, (Option<Value>, RpcError)> {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return Err((Some(Value::Null), RpcError::parse()));
+    };
+    let Value::Object(mut req) = v else {
+        return Err((Some(Value::Null), RpcError::invalid_request()));
+    };
+    let id = match req.remove("id") {
+        None => None,
+        Some(Value::Array(_) | Value::Object(_)) => return Err((Some(Value::Null), RpcError::invalid_request())),
+        Some(v) => Some(v),
+    };
+    match (req.get("jsonrpc"), req.get("method")) {
+        (Some(Value::String(j)), Some(Value::String(m))) if j == "2.0" => {
+            let m = m.clone();
+            Ok((id, m, req))
+        }
+        _ => Err((id, RpcError::invalid_request())),
+    }
+}
+
 fn not_found_op(operation: &str, on: &str) -> RpcError {
     RpcError::operation_not_found(format!("Operation '{}' not found on {on}", rpc::clip(operation)))
 }
@@ -1296,5 +1389,131 @@ mod tests {
         core.handle_timeout(at);
         assert_eq!(outputs(&mut core), [Output::Media(MediaOp::Release { ep: key })]);
         assert_eq!(core.stats(), Stats { errors: 0, ..Default::default() });
+    }
+    fn req(id: u64, method: &str, params: Value) -> Value {
+        json!({"jsonrpc":"2.0","id":id,"method":method,"params":params})
+    }
+
+    /// A session, a pipeline and an endpoint on `c` (opened here).
+    fn objects(core: &mut Core, now: Instant, c: ConnId) -> (String, String, String) {
+        core.handle(now, Input::Opened { conn: c });
+        frame(core, now, c, req(0, "describe", json!({"object":SERVER_MANAGER})));
+        let s = sent(&outputs(core))[0]["result"]["sessionId"].as_str().unwrap().to_owned();
+        frame(core, now, c, req(1, "create", json!({"type":"MediaPipeline","sessionId":s})));
+        let p = sent(&outputs(core))[0]["result"]["value"].as_str().unwrap().to_owned();
+        let ep = json!({"type":"WebRtcEndpoint","constructorParams":{"mediaPipeline":p},"sessionId":s});
+        frame(core, now, c, req(2, "create", ep));
+        let ep = sent(&outputs(core))[0]["result"]["value"].as_str().unwrap().to_owned();
+        (s, p, ep)
+    }
+
+    fn offer(core: &mut Core, now: Instant, c: ConnId, s: &str, ep: &str) -> EpKey {
+        let op = json!({"object":ep,"operation":"processOffer","operationParams":{"offer":OFFER},"sessionId":s});
+        frame(core, now, c, req(3, "invoke", op));
+        let outs = outputs(core);
+        let Some(Output::Media(MediaOp::Build { ep: key, .. })) = outs.last().cloned() else { panic!("{outs:?}") };
+        key
+    }
+
+    #[test]
+    fn candidates_are_capped_over_an_endpoints_whole_life() {
+        let mut core = core();
+        let (now, c) = (Instant::now(), ConnId(1));
+        let (s, _, ep) = objects(&mut core, now, c);
+        let cand = |i: u32| {
+            let line = format!("candidate:{i} 1 udp 1 10.0.0.9 {} typ host", 1000 + i);
+            json!({"object":ep,"operation":"addIceCandidate","operationParams":{"candidate":{"candidate":line,"sdpMid":"0","sdpMLineIndex":0}},"sessionId":s})
+        };
+        for i in 0..60 {
+            frame(&mut core, now, c, req(10, "invoke", cand(i)));
+        }
+        let key = offer(&mut core, now, c, &s, &ep);
+        core.handle(now, Input::Answered { ep: key, result: Ok("v=0\r\nanswer".into()) });
+        outputs(&mut core);
+        // After the answer they go to the leg, but count all the same.
+        let mut errors = vec![];
+        for i in 60..200 {
+            frame(&mut core, now, c, req(u64::from(i), "invoke", cand(i)));
+            errors.extend(sent(&outputs(&mut core)).into_iter().filter(|r| r.get("error").is_some()));
+        }
+        assert_eq!(errors.len(), 200 - 128);
+        assert_eq!(errors[0]["id"], 128);
+        assert_eq!(errors[0]["error"]["message"], "Error adding candidate: at most 128 candidates per endpoint");
+    }
+
+    #[test]
+    fn sessions_and_pipelines_are_capped_server_wide() {
+        let cfg = CoreConfig { max_sessions: 2, max_pipelines: 3, ..CoreConfig::default() };
+        let mut n = 0u128;
+        let mut core = Core::new(
+            cfg,
+            Box::new(move || {
+                n += 1;
+                n
+            }),
+        );
+        let t0 = Instant::now();
+        let (s1, _, _) = objects(&mut core, t0, ConnId(1));
+        let t1 = t0 + Duration::from_secs(1);
+        let (s2, _, _) = objects(&mut core, t1, ConnId(2));
+        // Both sessions live: a third is refused.
+        core.handle(t1, Input::Opened { conn: ConnId(3) });
+        frame(&mut core, t1, ConnId(3), req(0, "describe", json!({"object":SERVER_MANAGER})));
+        let r = &sent(&outputs(&mut core))[0];
+        assert_eq!(r["error"]["message"], "Too many sessions on this server (at most 2)", "{r}");
+        // Two pipelines exist: one more, then the server's cap.
+        frame(&mut core, t1, ConnId(2), req(5, "create", json!({"type":"MediaPipeline","sessionId":s2})));
+        frame(&mut core, t1, ConnId(2), req(6, "create", json!({"type":"MediaPipeline","sessionId":s2})));
+        let r = sent(&outputs(&mut core));
+        assert!(r[0].get("result").is_some(), "{r:?}");
+        assert_eq!(r[1]["error"]["message"], "Too many MediaPipelines on this server (at most 3)");
+        // Both detach, the first one first: the deadlines are in order.
+        core.handle(t1, Input::Closed { conn: ConnId(1) });
+        core.handle(t1 + Duration::from_secs(1), Input::Closed { conn: ConnId(2) });
+        assert_eq!(core.poll_timeout(), Some(t1 + CoreConfig::default().grace));
+        // A new session evicts the one detached longest ago.
+        frame(&mut core, t1, ConnId(3), req(1, "describe", json!({"object":SERVER_MANAGER})));
+        let outs = outputs(&mut core);
+        let s3 = sent(&outs)[0]["result"]["sessionId"].as_str().unwrap().to_owned();
+        assert!(s3 != s1 && s3 != s2);
+        assert_eq!(core.stats().sessions, 2);
+        assert_eq!(core.stats().pipelines, 2);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(1) + CoreConfig::default().grace));
+        // s1 is gone; s2 can still be resumed.
+        core.handle(t1, Input::Opened { conn: ConnId(4) });
+        frame(&mut core, t1, ConnId(4), req(0, "connect", json!({"sessionId":s1})));
+        frame(&mut core, t1, ConnId(4), req(1, "connect", json!({"sessionId":s2})));
+        let r = sent(&outputs(&mut core));
+        assert_eq!(r[0]["error"]["code"], 40007, "{r:?}");
+        assert_eq!(r[1]["result"]["sessionId"], json!(s2), "{r:?}");
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    #[test]
+    fn bytes_queued_behind_an_offer_are_capped() {
+        let cfg = CoreConfig { max_queued_bytes: 10_000, ..CoreConfig::default() };
+        let mut n = 0u128;
+        let mut core = Core::new(
+            cfg,
+            Box::new(move || {
+                n += 1;
+                n
+            }),
+        );
+        let (now, c) = (Instant::now(), ConnId(1));
+        let (s, _, ep) = objects(&mut core, now, c);
+        offer(&mut core, now, c, &s, &ep);
+        let pad = "x".repeat(3000);
+        for i in 0..3 {
+            frame(&mut core, now, c, req(10 + i, "ping", json!({"pad":pad})));
+        }
+        assert!(outputs(&mut core).is_empty());
+        frame(&mut core, now, c, req(13, "ping", json!({"pad":pad})));
+        let outs = outputs(&mut core);
+        assert_eq!(
+            sent(&outs)[0]["error"]["message"],
+            "Too many pending requests: at most 10000 bytes wait behind an offer"
+        );
+        assert_eq!(outs.last(), Some(&Output::Close { conn: c, code: 1008, reason: "too many pending requests" }));
     }
 }

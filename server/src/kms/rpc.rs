@@ -40,6 +40,13 @@ impl RpcError {
     pub fn too_large(size: usize, limit: usize) -> RpcError {
         RpcError::new(-32600, None, format!("Request too large: {size} bytes (limit {limit})"))
     }
+    pub fn queue_full(max_bytes: usize) -> RpcError {
+        RpcError::new(
+            -32000,
+            None,
+            format!("Too many pending requests: at most {max_bytes} bytes wait behind an offer"),
+        )
+    }
     pub fn rate_limited(per_second: u32) -> RpcError {
         RpcError::new(-32000, None, format!("Too many requests: at most {per_second} per second"))
     }
