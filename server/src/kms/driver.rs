@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use shared_proto::IceCandidate;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -34,7 +35,8 @@ pub struct KmsEndpoint {
 
 impl KmsEndpoint {
     /// Releases every object and leg, closes every socket with 1001, and
-    /// returns once the legs are freed (at most 5 s).
+    /// returns once every leg, released earlier or now, has closed and
+    /// freed its port (at most 5 s, then the rest are aborted).
     pub async fn shutdown(self) {
         self.accept.abort();
         let (tx, rx) = oneshot::channel();
@@ -65,6 +67,8 @@ enum WsOut {
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closed connection's writer gets to send what is queued.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// How long building a leg (answering an offer) may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client gets to answer our close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 
@@ -75,10 +79,10 @@ struct ConnOut {
     _cancel: oneshot::Sender<()>,
 }
 
+/// A leg's handle; its task is in [`Io::tasks`].
 struct LegSlot {
     cmds: mpsc::UnboundedSender<IceCandidate>,
     link: Option<Arc<LegLink>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 /// Serves the KMS protocol on `listener` until [`KmsEndpoint::shutdown`].
@@ -274,7 +278,7 @@ async fn run_core(
     mut media_rx: mpsc::UnboundedReceiver<MediaMsg>,
     mut control: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
-    let mut io = Io { writers: HashMap::new(), legs: HashMap::new(), relay, media_tx };
+    let mut io = Io { writers: HashMap::new(), legs: HashMap::new(), tasks: JoinSet::new(), relay, media_tx };
     loop {
         let timeout = core.poll_timeout();
         let sleep = async {
@@ -326,13 +330,22 @@ async fn run_core(
                 }
             }
             () = sleep => core.handle_timeout(Instant::now()),
+            // Legs that closed (released, or failed to build).
+            Some(_) = io.tasks.join_next(), if !io.tasks.is_empty() => {}
             done = control.recv() => {
                 core.shutdown();
                 io.flush(&mut core);
                 stats.store(&core.stats());
         stats.store_legs(io.legs.len());
-                let tasks: Vec<_> = io.legs.drain().map(|(_, s)| s.task).collect();
-                let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(tasks)).await;
+                // Every leg's queue is dropped: each closes (once built,
+                // if it is being built); those released earlier may still
+                // be closing. All of them get 5 s.
+                io.legs.clear();
+                let all = async { while io.tasks.join_next().await.is_some() {} };
+                if tokio::time::timeout(Duration::from_secs(5), all).await.is_err() {
+                    tracing::warn!(legs = io.tasks.len(), "KMS legs still closing after 5 s: aborted");
+                    io.tasks.shutdown().await;
+                }
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
@@ -348,6 +361,8 @@ async fn run_core(
 struct Io {
     writers: HashMap<ConnId, ConnOut>,
     legs: HashMap<EpKey, LegSlot>,
+    /// Every leg's task, released ones until they have closed.
+    tasks: JoinSet<()>,
     relay: Relay,
     media_tx: mpsc::UnboundedSender<MediaMsg>,
 }
@@ -385,8 +400,8 @@ impl Io {
         match op {
             MediaOp::Build { ep, label, offer, spec } => {
                 let (cmds, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(run_leg(self.relay.clone(), ep, label, offer, spec, rx, self.media_tx.clone()));
-                self.legs.insert(ep, LegSlot { cmds, link: None, task });
+                self.tasks.spawn(run_leg(self.relay.clone(), ep, label, offer, spec, rx, self.media_tx.clone()));
+                self.legs.insert(ep, LegSlot { cmds, link: None });
             }
             MediaOp::AddCandidate { ep, candidate } => {
                 if let Some(s) = self.legs.get(&ep) {
@@ -431,7 +446,15 @@ async fn run_leg(
             other => tracing::debug!(leg = label, event = ?other, "KMS leg"),
         })
     };
-    match relay.answer(&label, &offer, spec, events).await {
+    // A build that hangs or panics is an error like any other (its port
+    // lease frees itself when the future is dropped).
+    let build = std::panic::AssertUnwindSafe(relay.answer(&label, &offer, spec, events)).catch_unwind();
+    let built = match tokio::time::timeout(BUILD_TIMEOUT, build).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(LegError::Internal("building the leg panicked".into())),
+        Err(_) => Err(LegError::Internal(format!("building the leg took over {} s", BUILD_TIMEOUT.as_secs()))),
+    };
+    match built {
         Ok((leg, sdp)) => {
             let _ = media_tx.send(MediaMsg::Built { ep, result: Ok((leg.link().clone(), sdp)) });
             while let Some(c) = cmds.recv().await {

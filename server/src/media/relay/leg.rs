@@ -184,8 +184,8 @@ impl Relay {
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_lite(inner.cfg.ice_servers.is_empty())
             .build();
-        let port = lock(&inner.ports).alloc(&inner.cfg.media_ips).map_err(LegError::NoCapacity)?;
-        let p = port.unwrap_or(0);
+        let port = PortLease::take(self)?;
+        let p = port.port.unwrap_or(0);
         let addrs: Vec<String> = if inner.cfg.media_ips.is_empty() {
             vec![format!("0.0.0.0:{p}")]
         } else {
@@ -212,10 +212,7 @@ impl Relay {
             .await;
         let pc: Arc<dyn PeerConnection> = match built {
             Ok(pc) => Arc::new(pc),
-            Err(e) => {
-                lock(&inner.ports).free(port);
-                return Err(err("creating a peer connection", &e));
-            }
+            Err(e) => return Err(err("creating a peer connection", &e)),
         };
         match negotiate(inner, label, offer, spec, &pc, events).await {
             Ok((link, sdp)) => {
@@ -224,13 +221,12 @@ impl Relay {
                 if link.video_out.is_some() {
                     tasks.push(inner.runtime.spawn(Box::pin(relay_keyframe_requests(link.clone()))));
                 }
-                Ok((RelayLeg { link, pc, port, relay: self.clone(), tasks }, sdp))
+                Ok((RelayLeg { link, pc, _port: port, tasks }, sdp))
             }
             Err(e) => {
                 if let Err(c) = pc.close().await {
                     tracing::debug!(leg = label, error = %c, "closing a leg that did not negotiate");
                 }
-                lock(&inner.ports).free(port);
                 Err(e)
             }
         }
@@ -427,8 +423,8 @@ pub fn disconnect(from: &Arc<LegLink>) {
 pub struct RelayLeg {
     link: Arc<LegLink>,
     pc: Arc<dyn PeerConnection>,
-    port: Option<u16>,
-    relay: Relay,
+    /// Freed last, when the leg is dropped (closed or not).
+    _port: PortLease,
     tasks: Vec<Box<dyn webrtc::runtime::JoinHandle>>,
 }
 
@@ -455,6 +451,26 @@ impl RelayLeg {
             tracing::debug!(leg = self.link.label, error = %e, "closing a leg");
         }
         drop(self.tasks);
+    }
+}
+
+/// A port of the pool (none with ephemeral ports), given back when
+/// dropped: on every error path, and when a build is abandoned midway.
+struct PortLease {
+    relay: Relay,
+    port: Option<u16>,
+}
+
+impl PortLease {
+    fn take(relay: &Relay) -> Result<PortLease, LegError> {
+        let inner = &relay.inner;
+        let port = lock(&inner.ports).alloc(&inner.cfg.media_ips).map_err(LegError::NoCapacity)?;
+        Ok(PortLease { relay: relay.clone(), port })
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
         lock(&self.relay.inner.ports).free(self.port);
     }
 }
@@ -642,6 +658,17 @@ mod tests {
         LegSpec::for_offer(&summarize(&format!("{HEAD}{body}")).unwrap())
     }
     const AUDIO: &str = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    #[test]
+    fn a_port_lease_frees_its_port_when_dropped() {
+        let cfg = RelayConfig { ports: PortPolicy::Range(47110, 47110), ..Default::default() };
+        let relay = Relay::new(cfg, Arc::new(Metrics::default()));
+        let lease = PortLease::take(&relay).unwrap();
+        assert_eq!(lease.port, Some(47110));
+        assert!(matches!(PortLease::take(&relay), Err(LegError::NoCapacity(_))));
+        drop(lease);
+        assert_eq!(PortLease::take(&relay).unwrap().port, Some(47110));
+    }
 
     #[test]
     fn one_offer_gets_opus_and_vp8_before_h264() {
