@@ -8,7 +8,7 @@
 // shows each pipeline while its call lasts and none after it.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, existsSync } from 'node:fs';
+import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { check, summary, startServer, launchBrowser, openClient, waitState, until, IP } from './lib.mjs';
@@ -44,6 +44,7 @@ function startClient(server, args) {
 const servers = [];
 let context;
 let client;
+let recDir;
 let code = 1;
 try {
   requireParts({ serverFlags: ['--kms-listen', '--media', '--kms-uri'], client: true });
@@ -81,7 +82,8 @@ try {
   // The one2one client calls a page on A that auto-answers, recording what it gets.
   const dave = await openClient(context, a.url, 'dave');
   await dave.evaluate(() => { window.one2one.autoAnswer = true; });
-  const rec = join(mkdtempSync(join(tmpdir(), 'one2one-kurento-')), 'dave');
+  recDir = mkdtempSync(join(tmpdir(), 'one2one-kurento-'));
+  const rec = join(recDir, 'dave');
   client = startClient(a, ['--record-remote', rec, 'call', 'dave', '--as', 'erin', '--hangup-after', '10']);
   await client.event('call_started', 30000);
   await waitState(dave, 'incall', 30000);
@@ -131,5 +133,6 @@ try {
   if (client) client.proc.kill('SIGKILL');
   if (context) await context.close().catch(() => {});
   for (const s of servers.reverse()) s.stop();
+  if (recDir) rmSync(recDir, { recursive: true, force: true }); // the recording: about 130 MB
 }
 process.exit(code);
