@@ -10,6 +10,7 @@
 //! candidates, so answers and candidates come back per leg, in any order.
 
 pub mod kurento;
+pub mod plane;
 pub mod relay;
 pub mod scripted;
 
