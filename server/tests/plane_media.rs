@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
@@ -60,7 +60,14 @@ async fn side(plane: &Plane) -> Side {
 
 /// Sends `src` and decodes what arrives until both sides have enough or
 /// the deadline passes; trickles the peer's candidates to its leg.
-async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration, done: &AtomicUsize) -> Received {
+async fn exchange(
+    plane: &Plane,
+    side: &mut Side,
+    src: Source,
+    within: Duration,
+    done: &AtomicUsize,
+    parties: usize,
+) -> Received {
     let peer = side.peer.clone();
     let mut enc =
         vp8::Encoder::new(&vp8::EncoderConfig { width: W, height: H, bitrate_kbps: 300, ..Default::default() })
@@ -77,6 +84,7 @@ async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration,
     let deadline = tokio::time::Instant::now() + within;
     let mut pcm = vec![0i16; FRAME_SAMPLES];
     let mut counted = false;
+    let (started, mut decode_errors, mut first_frame, mut keyframe_requests) = (Instant::now(), 0u32, None, 0u32);
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
@@ -91,7 +99,10 @@ async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration,
                 let _ = peer.send_audio(Bytes::from(pkt), Duration::from_millis(20)).await;
             }
             ev = side.events.recv() => match ev {
-                Some(PeerEvent::KeyframeRequested) => force_key = true,
+                Some(PeerEvent::KeyframeRequested) => {
+                    keyframe_requests += 1;
+                    force_key = true
+                }
                 Some(PeerEvent::Candidate(c)) => plane.add_remote_candidate(side.leg, &c.candidate).unwrap(),
                 Some(PeerEvent::Video { data, .. }) => match dec.decode(&data) {
                     Ok(frames) => for f in frames {
@@ -99,7 +110,10 @@ async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration,
                         got.size = Some((f.width, f.height));
                         got.last_rgb = Some(f.mean_rgb(f.width / 4, f.height / 4, f.width / 2, f.height / 2));
                     },
-                    Err(_) => peer.request_keyframe().await,
+                    Err(_) => {
+                        decode_errors += 1;
+                        peer.request_keyframe().await
+                    }
                 },
                 Some(PeerEvent::Audio { data, .. }) => {
                     got.audio_packets += 1;
@@ -112,11 +126,20 @@ async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration,
                 None => break,
             },
         }
+        if first_frame.is_none() && got.frames > 0 {
+            first_frame = Some(started.elapsed());
+        }
         if !counted && enough(&got) {
+            println!(
+                "leg {}: enough after {:.0} ms (first frame after {:.0} ms, {decode_errors} undecodable, {keyframe_requests} keyframe requests heard)",
+                side.leg,
+                started.elapsed().as_secs_f64() * 1e3,
+                first_frame.unwrap_or_default().as_secs_f64() * 1e3
+            );
             counted = true;
             done.fetch_add(1, Ordering::SeqCst);
         }
-        if done.load(Ordering::SeqCst) >= 2 {
+        if done.load(Ordering::SeqCst) >= parties {
             break;
         }
     }
@@ -127,7 +150,7 @@ async fn exchange(plane: &Plane, side: &mut Side, src: Source, within: Duration,
 fn dispatch(
     mut events: mpsc::UnboundedReceiver<PlaneEvent>,
     peers: Vec<(LegId, Arc<Peer>)>,
-) -> Arc<Mutex<Vec<PlaneEvent>>> {
+) -> Arc<Mutex<Vec<(Instant, PlaneEvent)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = seen.clone();
     tokio::spawn(async move {
@@ -137,7 +160,7 @@ fn dispatch(
             {
                 p.add_remote_candidate(IceCandidate::new(c.clone(), Some("0".into()), Some(0))).await;
             }
-            keep.lock().unwrap().push(ev);
+            keep.lock().unwrap().push((Instant::now(), ev));
         }
     });
     seen
@@ -147,6 +170,7 @@ fn dispatch(
 async fn colour_and_tone_cross_one_worker_both_ways_and_release_frees_the_legs() {
     init_tracing();
     let (plane, events) = Plane::start(SocketAddr::new(media_ip(), 0)).expect("worker");
+    let t0 = Instant::now();
     let mut alice = side(&plane).await;
     let mut bob = side(&plane).await;
     let seen = dispatch(events, vec![(alice.leg, alice.peer.clone()), (bob.leg, bob.peer.clone())]);
@@ -160,15 +184,26 @@ async fn colour_and_tone_cross_one_worker_both_ways_and_release_frees_the_legs()
     let relayed0 = plane.stats().relayed.load(Ordering::SeqCst);
     let within = Duration::from_secs(20);
     let (a_got, b_got) = tokio::join!(
-        exchange(&plane, &mut alice, a_src, within, &done),
-        exchange(&plane, &mut bob, b_src, within, &done)
+        exchange(&plane, &mut alice, a_src, within, &done, 2),
+        exchange(&plane, &mut bob, b_src, within, &done, 2)
     );
     let cpu1 = plane.cpu_time().await;
+    println!("exchange done after {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
     let relayed = plane.stats().relayed.load(Ordering::SeqCst) - relayed0;
     check("alice", &a_got, b_src);
     check("bob", &b_got, a_src);
     {
-        let seen = seen.lock().unwrap();
+        let seen: Vec<PlaneEvent> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, e)| {
+                if !matches!(e.kind, PlaneEventKind::Candidate(_)) {
+                    println!("{:>6.0} ms: leg {} {:?}", (*t - t0).as_secs_f64() * 1e3, e.leg, e.kind);
+                }
+                e.clone()
+            })
+            .collect();
         for leg in [alice.leg, bob.leg] {
             for want in [PlaneEventKind::Connected, PlaneEventKind::Flowing] {
                 assert!(seen.iter().any(|e| e.leg == leg && e.kind == want), "leg {leg}: no {want:?} in {seen:?}");
@@ -190,6 +225,49 @@ async fn colour_and_tone_cross_one_worker_both_ways_and_release_frees_the_legs()
     plane.cpu_time().await;
     assert_eq!(plane.leg_count(), 0);
     assert_eq!(plane.stats().addrs.load(Ordering::SeqCst), 0);
+    alice.peer.close().await;
+    bob.peer.close().await;
+}
+
+/// The worker's CPU per relayed packet in the steady state: a call runs
+/// for 12 s and the worker thread's CPU time is read from 3 s on (after
+/// ICE, DTLS and the first key frames). Prints the figure, asserts nothing
+/// about it. The server crate is unoptimised in a test build; its
+/// dependencies (str0m, the crypto) are built with opt-level 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn steady_state_cpu_per_relayed_packet() {
+    init_tracing();
+    let (plane, events) = Plane::start(SocketAddr::new(media_ip(), 0)).expect("worker");
+    let mut alice = side(&plane).await;
+    let mut bob = side(&plane).await;
+    let _seen = dispatch(events, vec![(alice.leg, alice.peer.clone()), (bob.leg, bob.peer.clone())]);
+    plane.connect(alice.leg, bob.leg).unwrap();
+    plane.connect(bob.leg, alice.leg).unwrap();
+    let (a_src, b_src) = (Source { rgb: RED, tone_hz: 440.0 }, Source { rgb: BLUE, tone_hz: 660.0 });
+    let done = AtomicUsize::new(0);
+    let within = Duration::from_secs(12);
+    let window = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (plane.cpu_time().await, plane.stats().relayed.load(Ordering::SeqCst))
+    };
+    let (a_got, b_got, (cpu0, relayed0)) = tokio::join!(
+        exchange(&plane, &mut alice, a_src, within, &done, 3),
+        exchange(&plane, &mut bob, b_src, within, &done, 3),
+        window
+    );
+    let cpu1 = plane.cpu_time().await;
+    let relayed = plane.stats().relayed.load(Ordering::SeqCst) - relayed0;
+    let received = plane.stats().received.load(Ordering::SeqCst);
+    let cpu = cpu1.unwrap() - cpu0.unwrap();
+    println!(
+        "steady state: {relayed} RTP packets relayed in ~9 s ({} datagrams received in all), worker CPU {:.1} ms: {:.1} µs per relayed packet; alice decoded {} frames, bob {}",
+        received,
+        cpu.as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e6 / relayed.max(1) as f64,
+        a_got.frames,
+        b_got.frames
+    );
     alice.peer.close().await;
     bob.peer.close().await;
 }

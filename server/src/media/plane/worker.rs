@@ -24,6 +24,8 @@ use super::{Cmd, LegId, PlaneError, PlaneEvent, PlaneEventKind, PlaneStats};
 
 /// At most one keyframe request towards a sender per this long.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(200);
+/// Keyframe requests repeated (one per [`KEYFRAME_INTERVAL`]) after a leg connects.
+const CONNECT_PLIS: u8 = 3;
 /// The longest the worker blocks without looking at its timers.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Rebuild the timer heap when stale entries outnumber live ones by this.
@@ -43,6 +45,9 @@ struct Leg {
     /// Codec → (mid, outgoing payload type), for what this leg sends.
     out: Vec<(Codec, Option<(Mid, Pt)>)>,
     want_keyframe: bool,
+    /// Keyframe requests still to repeat after connecting (the first PLI
+    /// can arrive before the client has its SRTP keys and be dropped).
+    connect_plis: u8,
     last_keyframe: Option<Instant>,
     /// The deadline this leg is filed under in the timer heap.
     timer: Option<Instant>,
@@ -275,6 +280,7 @@ impl Worker {
             pt_in: Vec::new(),
             out: Vec::new(),
             want_keyframe: false,
+            connect_plis: 0,
             last_keyframe: None,
             timer: None,
             connected: false,
@@ -442,8 +448,10 @@ fn step_leg(
         let due = leg.last_keyframe.map_or(now, |t| t + KEYFRAME_INTERVAL);
         if due <= now {
             if request_keyframe(leg) {
+                tracing::debug!(leg = id, "plane: PLI to the user");
                 leg.last_keyframe = Some(now);
-                leg.want_keyframe = false;
+                leg.want_keyframe = leg.connect_plis > 0;
+                leg.connect_plis = leg.connect_plis.saturating_sub(1);
             }
         } else {
             kf_at = Some(due);
@@ -474,6 +482,7 @@ fn step_leg(
                 Event::Connected => {
                     leg.connected = true;
                     leg.want_keyframe = leg.sink.is_some();
+                    leg.connect_plis = CONNECT_PLIS;
                     out.connected = true;
                     out.events.push(PlaneEventKind::Connected);
                 }
@@ -485,7 +494,10 @@ fn step_leg(
                         out.forward.push((c, p));
                     }
                 }
-                Event::KeyframeRequest(_) => out.keyframe_upstream = true,
+                Event::KeyframeRequest(r) => {
+                    tracing::debug!(leg = id, mid = %r.mid, kind = ?r.kind, "plane: the user asks for a key frame");
+                    out.keyframe_upstream = true;
+                }
                 Event::Closed => return false,
                 _ => {}
             },
@@ -548,6 +560,7 @@ fn request_keyframe(leg: &mut Leg) -> bool {
     let mut api = leg.rtc.direct_api();
     match api.stream_rx_by_mid(mid, None) {
         Some(rx) => {
+            tracing::trace!(ssrc = %rx.ssrc(), "plane: PLI for");
             rx.request_keyframe(KeyframeRequestKind::Pli);
             true
         }
