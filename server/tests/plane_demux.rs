@@ -38,6 +38,16 @@ fn binding_request(username: &str, tail: &[u8]) -> Vec<u8> {
     m
 }
 
+/// Waits, with a deadline, until the worker has received `sent` datagrams.
+async fn seen_all(plane: &Plane, sent: u64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while plane.stats().received.load(Ordering::SeqCst) < sent {
+        assert!(tokio::time::Instant::now() < deadline, "the worker lost datagrams of the flood");
+        plane.cpu_time().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 fn addr(ip: u32, port: u16) -> SocketAddr {
     SocketAddr::new(Ipv4Addr::from(ip).into(), port)
 }
@@ -114,14 +124,15 @@ async fn a_flood_of_junk_at_the_worker_creates_nothing_and_the_worker_keeps_serv
         };
         s.send_to(&dgram, target).unwrap();
         sent += 1;
-        // The wake-up datagram queues behind what the socket already holds,
-        // so a command's reply is a barrier: pace the flood to the socket's
-        // buffer so that none of it is lost before the worker sees it.
-        if sent.is_multiple_of(64) {
-            plane.cpu_time().await;
+        // Pace the flood to the socket's buffer: at most 16 datagrams in
+        // flight, so that none is lost before the worker sees it. (Loopback
+        // datagrams sent from different CPUs can overtake each other, so a
+        // command's round trip alone is no barrier: wait for the counter.)
+        if sent.is_multiple_of(16) {
+            seen_all(&plane, sent).await;
         }
     }
-    plane.cpu_time().await;
+    seen_all(&plane, sent).await;
     let st = plane.stats();
     println!(
         "flood: {sent} sent, {} received, {} dropped by the demultiplexer",

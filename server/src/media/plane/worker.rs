@@ -164,10 +164,14 @@ impl Worker {
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        // A budget per pass: a leg that keeps filing deadlines in the past
+        // cannot spin the worker; what is left fires on the next pass.
+        let mut budget = 4 * self.legs.len() + 64;
         while let Some(Reverse((t, id))) = self.timers.peek().copied() {
-            if t > now {
+            if t > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.timers.pop();
             // Lazily invalidated: an entry counts only if the leg is still
             // filed under that deadline.
@@ -212,6 +216,14 @@ impl Worker {
                 }
                 Cmd::Connect { from, to } => {
                     if self.legs.contains_key(&from) && self.legs.contains_key(&to) {
+                        // A new sink replaces the old one, which loses its source.
+                        let old = self.legs.get(&from).and_then(|l| l.sink);
+                        if let Some(o) = old
+                            && let Some(l) = self.legs.get_mut(&o)
+                            && l.source == Some(from)
+                        {
+                            l.source = None;
+                        }
                         if let Some(l) = self.legs.get_mut(&from) {
                             l.sink = Some(to);
                             l.want_keyframe = true;
