@@ -67,7 +67,7 @@ async fn exchange(
     within: Duration,
     done: &AtomicUsize,
     parties: usize,
-) -> Received {
+) -> (Received, u32) {
     let peer = side.peer.clone();
     let mut enc =
         vp8::Encoder::new(&vp8::EncoderConfig { width: W, height: H, bitrate_kbps: 300, ..Default::default() })
@@ -143,7 +143,7 @@ async fn exchange(
             break;
         }
     }
-    got
+    (got, keyframe_requests)
 }
 
 /// Routes the plane's events: candidates to the leg's peer, the rest kept.
@@ -183,7 +183,7 @@ async fn colour_and_tone_cross_one_worker_both_ways_and_release_frees_the_legs()
     let cpu0 = plane.cpu_time().await;
     let relayed0 = plane.stats().relayed.load(Ordering::SeqCst);
     let within = Duration::from_secs(20);
-    let (a_got, b_got) = tokio::join!(
+    let ((a_got, a_kf), (b_got, b_kf)) = tokio::join!(
         exchange(&plane, &mut alice, a_src, within, &done, 2),
         exchange(&plane, &mut bob, b_src, within, &done, 2)
     );
@@ -192,6 +192,8 @@ async fn colour_and_tone_cross_one_worker_both_ways_and_release_frees_the_legs()
     let relayed = plane.stats().relayed.load(Ordering::SeqCst) - relayed0;
     check("alice", &a_got, b_src);
     check("bob", &b_got, a_src);
+    // The PLIs a leg sends when it connects reach the user's sender.
+    assert!(a_kf >= 1 && b_kf >= 1, "keyframe requests heard: alice {a_kf}, bob {b_kf}");
     {
         let seen: Vec<PlaneEvent> = seen
             .lock()
@@ -251,7 +253,7 @@ async fn steady_state_cpu_per_relayed_packet() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         (plane.cpu_time().await, plane.stats().relayed.load(Ordering::SeqCst))
     };
-    let (a_got, b_got, (cpu0, relayed0)) = tokio::join!(
+    let ((a_got, _), (b_got, _), (cpu0, relayed0)) = tokio::join!(
         exchange(&plane, &mut alice, a_src, within, &done, 3),
         exchange(&plane, &mut bob, b_src, within, &done, 3),
         window

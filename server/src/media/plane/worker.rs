@@ -280,6 +280,7 @@ impl Worker {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let answer = fresh_msids(&answer, id);
         if !self.demux.add_leg(id, &ufrag) {
             return Err(PlaneError::Internal("ufrag collision".into()));
         }
@@ -580,6 +581,39 @@ fn request_keyframe(leg: &mut Leg) -> bool {
     }
 }
 
+/// The answer with stream and track ids of the relay's own. str0m reflects
+/// the offer's `msid` (the user's own stream and track ids) back; a stack
+/// that keys tracks by id (webrtc-rs 0.21) then files the remote track
+/// under its own local track's id, and RTCP about what it sends (PLI, FIR)
+/// goes to the remote track once that exists: only the first keyframe
+/// request was ever heard.
+fn fresh_msids(answer: &str, leg: LegId) -> String {
+    let stream = format!("o2o-relay-{leg}");
+    let mut out = String::with_capacity(answer.len() + 64);
+    let mut section = 0usize;
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let eol = &line[body.len()..];
+        if body.starts_with("m=") {
+            section += 1;
+        }
+        let track = format!("o2o-relay-{leg}-{section}");
+        if body.starts_with("a=msid-semantic:") {
+            out.push_str(&format!("a=msid-semantic: WMS {stream}{eol}"));
+        } else if body.starts_with("a=msid:") {
+            out.push_str(&format!("a=msid:{stream} {track}{eol}"));
+        } else if let Some(rest) = body.strip_prefix("a=ssrc:")
+            && let Some((ssrc, attr)) = rest.split_once(' ')
+            && attr.starts_with("msid:")
+        {
+            out.push_str(&format!("a=ssrc:{ssrc} msid:{stream} {track}{eol}"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The (mid, kind) of each media section of an SDP.
 fn offer_mids(sdp: &str) -> Vec<(Mid, MediaKind)> {
     let mut out = Vec::new();
@@ -607,4 +641,31 @@ fn thread_cpu_time() -> Option<Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_gets_stream_and_track_ids_of_its_own() {
+        let answer = "v=0\r\na=msid-semantic: WMS one2one\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                      a=msid:one2one audio\r\na=ssrc:5 cname:x\r\na=ssrc:5 msid:one2one audio\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:one2one video\r\n";
+        let out = fresh_msids(answer, 7);
+        assert!(!out.contains("one2one"), "{out}");
+        assert!(out.contains("a=msid-semantic: WMS o2o-relay-7\r\n"), "{out}");
+        assert!(out.contains("a=msid:o2o-relay-7 o2o-relay-7-1\r\n"), "{out}");
+        assert!(out.contains("a=ssrc:5 msid:o2o-relay-7 o2o-relay-7-1\r\n"), "{out}");
+        assert!(out.contains("a=msid:o2o-relay-7 o2o-relay-7-2\r\n"), "{out}");
+        assert!(out.contains("a=ssrc:5 cname:x\r\n"), "{out}");
+        assert_eq!(out.lines().count(), answer.lines().count());
+    }
+
+    #[test]
+    fn offer_mids_pairs_each_mid_with_its_kind() {
+        let sdp =
+            "v=0\r\nm=audio 9 X 111\r\na=mid:a0\r\nm=application 9 X\r\na=mid:d\r\nm=video 9 X 96\r\na=mid:v1\r\n";
+        assert_eq!(offer_mids(sdp), vec![(Mid::from("a0"), MediaKind::Audio), (Mid::from("v1"), MediaKind::Video)]);
+    }
 }
