@@ -5,67 +5,12 @@
 mod common;
 mod kms_support;
 
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Proc, free_port, media_ip, real_offer};
+use common::{media_ip, real_offer};
 use kms_support::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-struct Server {
-    proc: Proc,
-    kms: SocketAddr,
-    http: SocketAddr,
-}
-
-fn start() -> Server {
-    let (http, kms) = (free_port(), free_port());
-    let http_addr = format!("127.0.0.1:{http}");
-    let kms_addr = format!("127.0.0.1:{kms}");
-    let ip = media_ip().to_string();
-    let proc = Proc::start(&["--http", "--listen", &http_addr, "--kms-listen", &kms_addr, "--media-ip", &ip]);
-    Server { proc, kms: kms_addr.parse().unwrap(), http: http_addr.parse().unwrap() }
-}
-
-impl Server {
-    fn metric(&self, name: &str) -> u64 {
-        let mut s = std::net::TcpStream::connect(self.http).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-    }
-
-    async fn metric_when(&self, name: &str, want: u64) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let v = self.metric(name);
-            if v == want {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {v}, wanted {want}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.proc.id())).map(|d| d.count()).unwrap()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
 
 fn assert_error(e: &Value, code: i64, message: &str) {
     assert_eq!(e["code"], code, "{e}");
@@ -102,7 +47,7 @@ fn invoke(s: &str, object: &str, operation: &str, params: Value) -> Value {
 
 /// Every case of bad input on one connection (and a second one for the
 /// foreign session), with its exact error.
-async fn bad_inputs(server: &Server) {
+async fn bad_inputs(server: &KmsServer) {
     let mut kms = Kms::connect(server.kms).await;
     // Not JSON, as text and as binary.
     let v = raw_error(&mut kms, Message::Text("not json".into())).await;
@@ -309,7 +254,7 @@ async fn bad_inputs(server: &Server) {
 }
 
 /// A connection that floods gets rate errors, then a 1008 close.
-async fn flood(server: &Server) {
+async fn flood(server: &KmsServer) {
     let mut kms = Kms::connect(server.kms).await;
     let (mut pongs, mut limited, mut id) = (0, 0, 0u32);
     let mut close = None;
@@ -340,7 +285,7 @@ async fn flood(server: &Server) {
 }
 
 /// The tutorial's call with media both ways, then released.
-async fn good_call(server: &Server) {
+async fn good_call(server: &KmsServer) {
     let mut kms = Kms::connect(server.kms).await;
     let mut a = Browser::new(media_ip()).await;
     let mut b = Browser::new(media_ip()).await;
@@ -361,7 +306,7 @@ async fn good_call(server: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_its_error_and_calls_still_work() {
-    let server = start();
+    let server = KmsServer::start(&[]);
     // A path other than /kurento is not upgraded.
     let wrong = tokio_tungstenite::connect_async(format!("ws://{}/other", server.kms)).await;
     assert!(matches!(wrong, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 404), "{wrong:?}");
@@ -379,7 +324,7 @@ async fn every_bad_input_gets_its_error_and_calls_still_work() {
 /// without a close: the server's fds and memory stay flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_rounds_leave_no_fds_or_memory_behind() {
-    let server = start();
+    let server = KmsServer::start(&[]);
     let round = |n: usize| {
         let server = &server;
         async move {

@@ -5,77 +5,19 @@
 mod common;
 mod kms_support;
 
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Proc, free_port, media_ip};
 use futures_util::{SinkExt as _, StreamExt as _};
 use kms_support::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-struct Server {
-    proc: Proc,
-    kms: SocketAddr,
-    http: SocketAddr,
-}
-
-fn start(extra: &[&str]) -> Server {
-    let (http, kms) = (free_port(), free_port());
-    let http_addr = format!("127.0.0.1:{http}");
-    let kms_addr = format!("127.0.0.1:{kms}");
-    let ip = media_ip().to_string();
-    let mut args = vec!["--http", "--listen", &http_addr, "--kms-listen", &kms_addr, "--media-ip", &ip];
-    args.extend_from_slice(extra);
-    let proc = Proc::start(&args);
-    Server { proc, kms: kms_addr.parse().unwrap(), http: http_addr.parse().unwrap() }
-}
-
-impl Server {
-    fn metric(&self, name: &str) -> u64 {
-        let mut s = std::net::TcpStream::connect(self.http).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-    }
-
-    async fn metric_when(&self, name: &str, want: u64) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let v = self.metric(name);
-            if v == want {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {v}, wanted {want}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.proc.id())).map(|d| d.count()).unwrap()
-    }
-
-    /// Waits until the server has at most `fds` open.
-    async fn fds_back_to(&self, fds: usize, what: &str) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.fds() > fds {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: fds stayed at {} (from {fds})", self.fds());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// A client that floods and never reads a reply: its replies fill its tiny
 /// receive window, the server cuts it off, and the server's socket is
 /// freed at once although the client keeps its end open and unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_that_never_reads_is_cut_off_and_its_socket_freed() {
-    let server = start(&[]);
+    let server = KmsServer::start(&[]);
     // One ordinary connection first: whatever the first one opens for good.
     let kms = Kms::connect(server.kms).await;
     kms.close().await;
@@ -144,7 +86,7 @@ async fn a_flooder_that_never_reads_is_cut_off_and_its_socket_freed() {
 /// other, and the failed legs are not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_the_leg_refuses_leave_no_legs_behind() {
-    let server = start(&[]);
+    let server = KmsServer::start(&[]);
     let offer = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
                  a=mid:0\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n";
     let mut kms = Kms::connect(server.kms).await;

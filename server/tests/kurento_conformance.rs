@@ -6,6 +6,7 @@
 //! the KMS returned) and sessionId use. Values such as SDP, candidates and
 //! ids may differ.
 
+mod common;
 mod kurento_support;
 
 use std::collections::HashMap;

@@ -9,6 +9,7 @@
 //! (`kurento_support::fake_kms`) in this process or, to be killed with
 //! SIGKILL, in a child process.
 
+mod common;
 mod kurento_support;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //!
 //! Media tests: run through `scripts/netns-run`.
 
+mod common;
 mod kurento_support;
 
 use std::time::Instant;

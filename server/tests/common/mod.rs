@@ -116,6 +116,44 @@ impl Ws {
         }
     }
 
+    pub async fn send_json(&mut self, v: serde_json::Value) {
+        self.send(&v.to_string()).await;
+    }
+
+    /// The next message that is not an `iceCandidate`, within `within`.
+    pub async fn signal_within(&mut self, within: Duration) -> Option<String> {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let m = self.try_recv(end.saturating_duration_since(tokio::time::Instant::now())).await?;
+            if !m.starts_with(r#"{"id":"iceCandidate""#) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Expects `want` before `by`.
+    pub async fn expect_by(&mut self, want: &str, by: Instant) {
+        let left = by.saturating_duration_since(Instant::now());
+        let got = self.signal_within(left).await;
+        assert_eq!(got.as_deref(), Some(want), "{}: not told in time (or told something else)", self.name);
+    }
+
+    /// Every message until `done` matches one (returned last).
+    pub async fn recv_until(&mut self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = vec![];
+        loop {
+            let m = self
+                .try_recv(DEADLINE)
+                .await
+                .unwrap_or_else(|| panic!("{}: nothing more within {DEADLINE:?}; so far {seen:?}", self.name));
+            let stop = done(&m);
+            seen.push(m);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
     /// The next message that is not an `iceCandidate`.
     pub async fn recv_signal(&mut self) -> String {
         loop {

@@ -439,3 +439,72 @@ pub async fn metric_when(metrics: &one2one_server::metrics::Metrics, name: &str,
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A one2one-server process with `--kms-listen`, for the tests that watch
+/// what the process holds (fds, memory) and its `/metrics`.
+pub struct KmsServer {
+    pub proc: crate::common::Proc,
+    pub kms: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl KmsServer {
+    /// `--http` and `--kms-listen` on free ports, media on the test address,
+    /// plus `extra` flags.
+    pub fn start(extra: &[&str]) -> KmsServer {
+        let (http, kms) = (crate::common::free_port(), crate::common::free_port());
+        let http_addr = format!("127.0.0.1:{http}");
+        let kms_addr = format!("127.0.0.1:{kms}");
+        let ip = crate::common::media_ip().to_string();
+        let mut args = vec!["--http", "--listen", &http_addr, "--kms-listen", &kms_addr, "--media-ip", &ip];
+        args.extend_from_slice(extra);
+        let proc = crate::common::Proc::start(&args);
+        KmsServer { proc, kms: kms_addr.parse().unwrap(), http: http_addr.parse().unwrap() }
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(self.http).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    }
+
+    pub async fn metric_when(&self, name: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let v = self.metric(name);
+            if v == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {v}, wanted {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.proc.id())).map(|d| d.count()).unwrap()
+    }
+
+    /// Waits until the server has at most `fds` open.
+    pub async fn fds_back_to(&self, fds: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.fds() > fds {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: fds stayed at {} (from {fds})", self.fds());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}

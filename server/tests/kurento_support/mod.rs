@@ -5,19 +5,16 @@
 #![allow(dead_code)]
 
 pub mod fake_kms;
-#[path = "../common/process.rs"]
-mod process;
-pub use process::Proc;
+
+#[allow(unused_imports)]
+pub use crate::common::{Proc, Ws, free_port, init_tracing, media_ip};
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use one2one_server::media::MediaConfig;
 use one2one_server::media::kurento::KurentoConfig;
 use one2one_server::{ServerConfig, Transport};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long anything may take before a test gives up on it.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -29,13 +26,6 @@ pub const TOLD_WITHIN: Duration = Duration::from_secs(5);
 pub const OFFER_A: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=mid:0\r\n";
 pub const OFFER_B: &str = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=mid:0\r\n";
 
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,one2one_server=info".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 pub fn kurento(uris: &[String]) -> KurentoConfig {
     KurentoConfig { uris: uris.to_vec(), ..Default::default() }
 }
@@ -46,11 +36,6 @@ pub async fn start_server(cfg: KurentoConfig) -> one2one_server::Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = ServerConfig { media: MediaConfig::Kurento(cfg), ..Default::default() };
     one2one_server::start(listener, Transport::Http, config).await.unwrap()
-}
-
-/// A port nobody listens on (yet).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `GET path` on the server: status and body.
@@ -89,91 +74,6 @@ pub async fn metrics_when(server: &one2one_server::Server, what: &str, f: impl F
 pub async fn kms_up(server: &one2one_server::Server, uri: &str) {
     let name = format!("one2one_kms_up{{uri=\"{uri}\"}}");
     metrics_when(server, &format!("{uri} up"), |m| series(m, &name) == Some(1)).await;
-}
-
-pub struct Ws {
-    pub name: String,
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Ws {
-    pub async fn connect(server: &one2one_server::Server, name: &str) -> Ws {
-        let url = format!("ws://{}/one2one", server.addr);
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Ws { name: name.into(), stream }
-    }
-
-    /// Connects and registers under `name`.
-    pub async fn user(server: &one2one_server::Server, name: &str) -> Ws {
-        let mut ws = Ws::connect(server, name).await;
-        ws.send(&format!(r#"{{"id":"register","name":"{name}"}}"#)).await;
-        ws.expect(r#"{"id":"registerResponse","response":"accepted"}"#).await;
-        ws
-    }
-
-    pub async fn send(&mut self, text: &str) {
-        self.stream.send(Message::Text(text.into())).await.expect("send");
-    }
-
-    pub async fn send_json(&mut self, v: serde_json::Value) {
-        self.send(&v.to_string()).await;
-    }
-
-    pub async fn try_recv(&mut self, within: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??;
-            match frame {
-                Ok(Message::Text(t)) => return Some(t.to_string()),
-                Ok(Message::Close(c)) => return Some(format!("CLOSE {c:?}")),
-                Ok(_) => continue,
-                Err(e) => return Some(format!("ERROR {e}")),
-            }
-        }
-    }
-
-    /// The next message that is not an `iceCandidate`, within `within`.
-    pub async fn signal_within(&mut self, within: Duration) -> Option<String> {
-        let end = tokio::time::Instant::now() + within;
-        loop {
-            let m = self.try_recv(end.saturating_duration_since(tokio::time::Instant::now())).await?;
-            if !m.starts_with(r#"{"id":"iceCandidate""#) {
-                return Some(m);
-            }
-        }
-    }
-
-    pub async fn recv_signal(&mut self) -> String {
-        self.signal_within(DEADLINE).await.unwrap_or_else(|| panic!("{}: no message within {DEADLINE:?}", self.name))
-    }
-
-    pub async fn expect(&mut self, want: &str) {
-        let got = self.recv_signal().await;
-        assert_eq!(got, want, "{} received something else", self.name);
-    }
-
-    /// Expects `want` before `by`.
-    pub async fn expect_by(&mut self, want: &str, by: Instant) {
-        let left = by.saturating_duration_since(Instant::now());
-        let got = self.signal_within(left).await;
-        assert_eq!(got.as_deref(), Some(want), "{}: not told in time (or told something else)", self.name);
-    }
-
-    /// Every message until `done` matches one (returned last).
-    pub async fn recv_until(&mut self, done: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut seen = vec![];
-        loop {
-            let m = self
-                .try_recv(DEADLINE)
-                .await
-                .unwrap_or_else(|| panic!("{}: nothing more within {DEADLINE:?}; so far {seen:?}", self.name));
-            let stop = done(&m);
-            seen.push(m);
-            if stop {
-                return seen;
-            }
-        }
-    }
 }
 
 /// Two registered users: `caller` calls `callee` with [`OFFER_A`].
@@ -290,16 +190,6 @@ pub async fn real_offer(ip: std::net::IpAddr) -> (one2one_media::peer::Peer, Str
     let peer = one2one_media::peer::Peer::new(&opts, tx).await.expect("peer");
     let sdp = peer.create_offer().await.expect("offer");
     (peer, sdp)
-}
-
-/// The media tests' address (`scripts/netns-run` exports it).
-pub fn media_ip() -> std::net::IpAddr {
-    match std::env::var("ONE2ONE_TEST_IP") {
-        Ok(ip) => ip.parse().expect("ONE2ONE_TEST_IP is not an IP address"),
-        Err(_) => panic!(
-            "media tests need a private network namespace: run them through `scripts/netns-run cargo nextest run`"
-        ),
-    }
 }
 
 /// [`established_call`] with real offers: each answer comes from the media
